@@ -1,0 +1,30 @@
+// Whole-blob helpers on top of the streaming BlobStore interface, for small blobs (protos,
+// batch calls).
+import type { Readable } from 'node:stream';
+import { digestOf, type Digest } from '../common/digest.ts';
+import type { BlobStore } from './blob-store.ts';
+
+export async function readStream(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+export async function readBlob(store: BlobStore, digest: Digest): Promise<Buffer> {
+  if (digest.size_bytes === 0) return Buffer.alloc(0);
+  return readStream(await store.read(digest));
+}
+
+/** Store `data` under `digest` (computed when omitted); returns the digest. */
+export async function putBlob(store: BlobStore, data: Buffer, digest: Digest = digestOf(data)): Promise<Digest> {
+  const writer = await store.write(digest);
+  if (writer.alreadyExists) return digest;
+  try {
+    await writer.append(data);
+    await writer.commit();
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+  return digest;
+}

@@ -1,0 +1,32 @@
+// The BlobStore seam: content-addressed blobs keyed by SHA-256 digest. Implementations (memory,
+// disk, remote) and decorators (metrics, read verification, ...) all speak this interface.
+import type { Readable } from 'node:stream';
+import type { Digest } from '../common/digest.ts';
+
+export interface BlobStore {
+  /** The digests among `digests` that are not stored. The empty blob is always present. */
+  findMissing(digests: Digest[]): Promise<Digest[]>;
+
+  /**
+   * A stream of `limit` bytes (0 = to the end) starting at `offset`. Rejects with NOT_FOUND when
+   * the blob is absent and OUT_OF_RANGE when `offset` is past its end.
+   */
+  read(digest: Digest, offset?: number, limit?: number): Promise<Readable>;
+
+  /** Start writing one blob; nothing is visible until `commit()` has checked size and hash. */
+  write(digest: Digest): Promise<BlobWriter>;
+}
+
+export interface BlobWriter {
+  readonly digest: Digest;
+  /** Bytes accepted so far. */
+  readonly written: number;
+  /** True when the blob was already stored at `write()` time; `commit()` is then a no-op. */
+  readonly alreadyExists: boolean;
+  /** Append bytes; rejects with OUT_OF_RANGE past the declared size. */
+  append(chunk: Buffer): Promise<void>;
+  /** Check size and SHA-256 and make the blob visible atomically; INVALID_ARGUMENT on mismatch. */
+  commit(): Promise<void>;
+  /** Drop everything written; safe to call more than once and after commit. */
+  abort(): Promise<void>;
+}

@@ -1,0 +1,118 @@
+// The typed configuration shared by every role. A config file (JSON) is validated by this schema;
+// command-line flags and environment variables override it; defaults work on one machine.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+const sizeBytes = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return v;
+  const n = parseSize(v);
+  if (n === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (e.g. 10GiB, 512MiB, 1000000)` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+export const configSchema = z
+  .object({
+    /** gRPC port. */
+    port: z.number().int().min(0).max(65535).default(8980),
+    /** HTTP port for /metrics, /healthz and /api. */
+    httpPort: z.number().int().min(0).max(65535).default(8981),
+    /** Address to listen on. */
+    listen: z.string().default('0.0.0.0'),
+    dataDir: z.string().default('.reapi-data'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    storage: z
+      .object({
+        backend: z.enum(['disk', 'memory']).default('disk'),
+        /** Size cap of the CAS; least recently used blobs are evicted past it. */
+        maxBytes: sizeBytes.default(10 * 1024 ** 3),
+        /** Largest total of one BatchUpdateBlobs / BatchReadBlobs request. */
+        maxBatchTotalSizeBytes: sizeBytes.default(4 * 1024 * 1024),
+        /** Blobs up to this size are read whole and verified before a single byte is sent. */
+        verifyBeforeServeBytes: sizeBytes.default(4 * 1024 * 1024),
+      })
+      .prefault({}),
+    actionCache: z
+      .object({
+        /**
+         * What UpdateActionResult from clients does: `allow` stores it, `deny` refuses with
+         * PERMISSION_DENIED. Storage-only deployments (remote cache) need `allow`.
+         */
+        clientWrites: z.enum(['allow', 'deny']).default('allow'),
+        /** Largest total of inlined stdout/stderr/output files in one GetActionResult. */
+        maxInlineBytes: sizeBytes.default(1024 * 1024),
+      })
+      .prefault({}),
+    /** Largest single gRPC message accepted (ByteStream chunks and batches fit well under it). */
+    maxMessageBytes: sizeBytes.default(64 * 1024 * 1024),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+
+const UNITS: Record<string, number> = {
+  '': 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  ki: 1024, kib: 1024, mi: 1024 ** 2, mib: 1024 ** 2, gi: 1024 ** 3, gib: 1024 ** 3, ti: 1024 ** 4, tib: 1024 ** 4,
+};
+
+/** "10GiB" -> 10737418240; undefined when it is not a size. */
+export function parseSize(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+  if (!m) return undefined;
+  const unit = UNITS[m[2]!.toLowerCase()];
+  if (unit === undefined) return undefined;
+  return Math.round(Number(m[1]) * unit);
+}
+
+/** Deep-merge plain objects; later sources win; `undefined` never overrides. */
+export function mergeConfig(...sources: Array<Record<string, unknown> | undefined>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const src of sources) {
+    if (!src) continue;
+    for (const [k, v] of Object.entries(src)) {
+      if (v === undefined) continue;
+      const prev = out[k];
+      if (isPlainObject(v) && isPlainObject(prev)) out[k] = mergeConfig(prev, v);
+      else out[k] = v;
+    }
+  }
+  return out;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export class ConfigError extends Error {}
+
+/** Validate a config object; the error lists every bad field by path. */
+export function parseConfig(input: unknown, source = 'config'): Config {
+  const result = configSchema.safeParse(input);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`);
+    throw new ConfigError(`invalid ${source}:\n${lines.join('\n')}`);
+  }
+  return result.data;
+}
+
+/** Read a JSON config file, merge overrides (flags, environment) on top, validate. */
+export function loadConfig(file: string | undefined, overrides: Record<string, unknown>): Config {
+  let fromFile: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+    }
+    try {
+      fromFile = JSON.parse(text) as Record<string, unknown>;
+    } catch (err) {
+      throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  return parseConfig(mergeConfig(fromFile, overrides), file ? `config file ${file}` : 'configuration');
+}

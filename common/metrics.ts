@@ -1,0 +1,97 @@
+// The Prometheus metrics of one process, on one registry. Names are stable (see the README);
+// labels stay low-cardinality: never digests or targets.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly actionCacheRequests = new Counter({
+    name: 'reapi_action_cache_requests_total',
+    help: 'ActionCache lookups (GetActionResult and scheduler lookups), by result; CAS hits are never counted here.',
+    labelNames: ['instance', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly actionCacheUpdates = new Counter({
+    name: 'reapi_action_cache_updates_total',
+    help: 'ActionCache writes, by who wrote (client or worker) and whether they were accepted.',
+    labelNames: ['instance', 'source', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly grpcRequests = new Counter({
+    name: 'reapi_grpc_requests_total',
+    help: 'gRPC calls handled, by service, method and status code.',
+    labelNames: ['service', 'method', 'code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly grpcDuration = new Histogram({
+    name: 'reapi_grpc_request_duration_seconds',
+    help: 'Time to handle a gRPC call, by service and method.',
+    labelNames: ['service', 'method'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+
+  readonly casBytes = new Counter({
+    name: 'reapi_cas_bytes_total',
+    help: 'Uncompressed blob bytes moved through the CAS, by direction (read or write).',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  });
+
+  readonly casBlobOps = new Counter({
+    name: 'reapi_cas_blob_operations_total',
+    help: 'Blob reads and writes, by direction and result (ok, missing, rejected, exists).',
+    labelNames: ['direction', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly casStoredBytes = new Gauge({
+    name: 'reapi_cas_stored_bytes',
+    help: 'Bytes of blobs held by this storage node.',
+    registers: [this.registry],
+  });
+
+  readonly casStoredBlobs = new Gauge({
+    name: 'reapi_cas_stored_blobs',
+    help: 'Number of blobs held by this storage node.',
+    registers: [this.registry],
+  });
+
+  readonly casCapacityBytes = new Gauge({
+    name: 'reapi_cas_capacity_bytes',
+    help: 'Configured size cap of the CAS (--max-cas-bytes).',
+    registers: [this.registry],
+  });
+
+  readonly casEvictions = new Counter({
+    name: 'reapi_cas_evictions_total',
+    help: 'Blobs evicted to stay under the size cap.',
+    registers: [this.registry],
+  });
+
+  readonly casEvictedBytes = new Counter({
+    name: 'reapi_cas_evicted_bytes_total',
+    help: 'Bytes evicted to stay under the size cap.',
+    registers: [this.registry],
+  });
+
+  readonly casCorruptBlobs = new Counter({
+    name: 'reapi_cas_corrupt_blobs_total',
+    help: 'Stored blobs found with the wrong size or hash on read; they are removed, never served.',
+    registers: [this.registry],
+  });
+
+  readonly findMissingDigests = new Counter({
+    name: 'reapi_cas_find_missing_digests_total',
+    help: 'Digests asked about in FindMissingBlobs, by result (present or missing).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+}
