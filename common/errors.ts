@@ -26,6 +26,8 @@ export const dataLoss = (msg: string) => new ReapiError(Status.DATA_LOSS, msg);
 export const unavailable = (msg: string) => new ReapiError(Status.UNAVAILABLE, msg);
 export const internal = (msg: string) => new ReapiError(Status.INTERNAL, msg);
 export const cancelled = (msg: string) => new ReapiError(Status.CANCELLED, msg);
+export const unimplemented = (msg: string) => new ReapiError(Status.UNIMPLEMENTED, msg);
+export const aborted = (msg: string) => new ReapiError(Status.ABORTED, msg);
 
 function isServiceError(err: unknown): err is ServiceError {
   return err instanceof Error && typeof (err as Partial<ServiceError>).code === 'number' && 'metadata' in err;

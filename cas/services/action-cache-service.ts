@@ -1,0 +1,71 @@
+// ActionCache: GetActionResult (with inlining on request) and UpdateActionResult.
+import { digestKey, validateDigest, type Digest } from '../../common/digest.ts';
+import { invalidArgument, notFound, permissionDenied } from '../../common/errors.ts';
+import { unary } from '../../common/grpc.ts';
+import type { ActionCacheHandlers } from '../../protos/index.ts';
+import type { ActionResult } from '../action-cache.ts';
+import type { BlobStore } from '../blob-store.ts';
+import { putBlob, readBlob } from '../blob-io.ts';
+import type { StorageContext } from './storage-context.ts';
+
+export function actionCacheService(storage: StorageContext): ActionCacheHandlers {
+  const ctx = storage.service('ActionCache');
+  const { actionCache, blobs, config } = storage;
+
+  return {
+    GetActionResult: unary(ctx, 'GetActionResult', async (req) => {
+      const digest = validateDigest(req.action_digest, 'action_digest');
+      const result = await actionCache.get(req.instance_name, digest);
+      ctx.metrics.actionCacheRequests.inc({ instance: req.instance_name, result: result ? 'hit' : 'miss' });
+      if (!result) throw notFound(`no action result for ${digestKey(digest)} in instance "${req.instance_name}"`);
+      await inline(blobs, result, {
+        stdout: req.inline_stdout,
+        stderr: req.inline_stderr,
+        files: new Set(req.inline_output_files),
+        budget: config.actionCache.maxInlineBytes,
+      });
+      return result;
+    }),
+
+    UpdateActionResult: unary(ctx, 'UpdateActionResult', async (req) => {
+      const digest = validateDigest(req.action_digest, 'action_digest');
+      if (config.actionCache.clientWrites !== 'allow') {
+        ctx.metrics.actionCacheUpdates.inc({ instance: req.instance_name, source: 'client', result: 'refused' });
+        throw permissionDenied('this server does not accept ActionCache writes from clients (actionCache.clientWrites is "deny")');
+      }
+      const result = req.action_result;
+      if (!result) throw invalidArgument('action_result is missing');
+      // Inline data may arrive with the result; keep it in the CAS so the entry stays small.
+      if (result.stdout_raw.length > 0 && !result.stdout_digest) result.stdout_digest = await putBlob(blobs, result.stdout_raw);
+      if (result.stderr_raw.length > 0 && !result.stderr_digest) result.stderr_digest = await putBlob(blobs, result.stderr_raw);
+      const entry: ActionResult = { ...result, stdout_raw: Buffer.alloc(0), stderr_raw: Buffer.alloc(0) };
+      await actionCache.put(req.instance_name, digest, entry);
+      ctx.metrics.actionCacheUpdates.inc({ instance: req.instance_name, source: 'client', result: 'stored' });
+      return result;
+    }),
+  };
+}
+
+/** Fill stdout_raw / stderr_raw / output file contents when asked, within a byte budget. */
+async function inline(
+  blobs: BlobStore,
+  result: ActionResult,
+  want: { stdout: boolean; stderr: boolean; files: Set<string>; budget: number },
+): Promise<void> {
+  let budget = want.budget;
+  const take = async (d: Digest | null): Promise<Buffer | undefined> => {
+    if (!d || d.size_bytes > budget) return undefined;
+    try {
+      const data = await readBlob(blobs, d);
+      budget -= data.length;
+      return data;
+    } catch {
+      return undefined; // inlining is best effort; the digest is still there
+    }
+  };
+  if (want.stdout) result.stdout_raw = (await take(result.stdout_digest)) ?? Buffer.alloc(0);
+  if (want.stderr) result.stderr_raw = (await take(result.stderr_digest)) ?? Buffer.alloc(0);
+  for (const f of result.output_files) {
+    if (want.files.has(f.path)) f.contents = (await take(f.digest)) ?? Buffer.alloc(0);
+  }
+}

@@ -1,0 +1,52 @@
+// Flags shared by the roles, and how they map onto the config schema.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { loadConfig, parseSize, type Config } from '../common/config.ts';
+
+export interface CommonFlags {
+  config?: string;
+  port?: string;
+  httpPort?: string;
+  listen?: string;
+  dataDir?: string;
+  maxCasBytes?: string;
+  storage?: 'disk' | 'memory';
+  logLevel?: string;
+}
+
+function int(name: string) {
+  return (value: string): string => {
+    if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a non-negative integer, got "${value}"`);
+    return value;
+  };
+}
+
+export function addCommonFlags(cmd: Command): Command {
+  return cmd
+    .option('--config <file>', 'JSON config file (validated; flags override it)', process.env.REAPI_CONFIG)
+    .option('--port <port>', 'gRPC port (default 8980; 0 picks a free one)', int('--port'))
+    .option('--http-port <port>', 'HTTP port for /metrics and /healthz (default 8981)', int('--http-port'))
+    .option('--listen <address>', 'address to listen on (default 0.0.0.0)')
+    .option('--data-dir <dir>', 'where blobs and the action cache live (default .reapi-data)')
+    .option('--max-cas-bytes <size>', 'CAS size cap, e.g. 50GiB; least recently used blobs are evicted past it')
+    .addOption(new Option('--storage <backend>', 'blob storage backend').choices(['disk', 'memory']))
+    .addOption(
+      new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    );
+}
+
+/** Config file, then environment, then flags. */
+export function configFromFlags(flags: CommonFlags): Config {
+  let maxBytes: number | undefined;
+  if (flags.maxCasBytes !== undefined) {
+    maxBytes = parseSize(flags.maxCasBytes);
+    if (maxBytes === undefined) throw new Error(`--max-cas-bytes: "${flags.maxCasBytes}" is not a size (e.g. 10GiB)`);
+  }
+  return loadConfig(flags.config, {
+    port: flags.port === undefined ? undefined : Number(flags.port),
+    httpPort: flags.httpPort === undefined ? undefined : Number(flags.httpPort),
+    listen: flags.listen,
+    dataDir: flags.dataDir ?? process.env.REAPI_DATA_DIR,
+    logLevel: flags.logLevel ?? process.env.REAPI_LOG_LEVEL,
+    storage: { backend: flags.storage, maxBytes },
+  });
+}

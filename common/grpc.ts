@@ -1,0 +1,116 @@
+// Service-edge helpers: promise-based handlers become grpc-js handlers that turn errors into a
+// status with a message, log what was wrong, and count calls and their duration.
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+import { decode } from '../protos/index.ts';
+import { ReapiError, statusName, toStatus, toServiceError } from './errors.ts';
+
+export interface ServiceContext {
+  service: string;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+export type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
+
+/** Time one call and record its outcome; returns the function that ends it. */
+export function beginCall(ctx: ServiceContext, method: string, call: { getPeer(): string; metadata: grpc.Metadata }) {
+  const stopTimer = ctx.metrics.grpcDuration.startTimer({ service: ctx.service, method });
+  return (err: unknown) => {
+    stopTimer();
+    if (err === undefined || err === null) {
+      ctx.metrics.grpcRequests.inc({ service: ctx.service, method, code: 'OK' });
+      return;
+    }
+    const { code, message } = toStatus(err);
+    ctx.metrics.grpcRequests.inc({ service: ctx.service, method, code: statusName(code) });
+    const fields = { method: `${ctx.service}.${method}`, code: statusName(code), peer: call.getPeer(), ...requestLabels(call.metadata) };
+    if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN || code === grpc.status.DATA_LOSS) {
+      ctx.logger.error({ ...fields, err }, message);
+    } else if (code === grpc.status.NOT_FOUND || code === grpc.status.CANCELLED) {
+      ctx.logger.debug(fields, message);
+    } else {
+      ctx.logger.warn(fields, message);
+    }
+  };
+}
+
+export function unary<Req, Res>(
+  ctx: ServiceContext,
+  method: string,
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const end = beginCall(ctx, method, call);
+    fn(call.request, call).then(
+      (res) => {
+        end(undefined);
+        callback(null, res);
+      },
+      (err: unknown) => {
+        end(err);
+        callback(toServiceError(err));
+      },
+    );
+  };
+}
+
+export const REQUEST_METADATA_KEY = 'build.bazel.remote.execution.v2.requestmetadata-bin';
+
+export interface RequestLabels {
+  toolInvocationId?: string;
+  mnemonic?: string;
+  target?: string;
+  tool?: string;
+}
+
+/** What Bazel and Buck2 say about a call (RequestMetadata), for logs and reports. */
+export function requestLabels(metadata: grpc.Metadata): RequestLabels {
+  const raw = metadata.get(REQUEST_METADATA_KEY)[0];
+  if (!raw) return {};
+  try {
+    const m = decode('RequestMetadata', Buffer.isBuffer(raw) ? raw : Buffer.from(raw));
+    const labels: RequestLabels = {};
+    if (m.tool_invocation_id) labels.toolInvocationId = m.tool_invocation_id;
+    if (m.action_mnemonic) labels.mnemonic = m.action_mnemonic;
+    if (m.target_id) labels.target = m.target_id;
+    if (m.tool_details?.tool_name) labels.tool = `${m.tool_details.tool_name} ${m.tool_details.tool_version}`.trim();
+    return labels;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * A server-streaming handler: `fn` sends messages through `send`, which waits while the client is
+ * slow (backpressure) and rejects once the client has gone away.
+ */
+export function serverStream<Req, Res>(
+  ctx: ServiceContext,
+  method: string,
+  fn: (req: Req, send: (msg: Res) => Promise<void>, call: grpc.ServerWritableStream<Req, Res>) => Promise<void>,
+): grpc.handleServerStreamingCall<Req, Res> {
+  return (call) => {
+    const end = beginCall(ctx, method, call);
+    let cancelled = false;
+    call.on('cancelled', () => {
+      cancelled = true;
+    });
+    const send = (msg: Res): Promise<void> => {
+      if (cancelled) return Promise.reject(new ReapiError(grpc.status.CANCELLED, 'the client cancelled the call'));
+      if (call.write(msg)) return Promise.resolve();
+      return new Promise((resolve) => call.once('drain', resolve));
+    };
+    fn(call.request, send, call).then(
+      () => {
+        end(undefined);
+        call.end();
+      },
+      (err: unknown) => {
+        end(err);
+        if (!cancelled) call.emit('error', toServiceError(err));
+      },
+    );
+  };
+}

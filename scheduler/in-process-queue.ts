@@ -1,0 +1,379 @@
+// The in-process JobQueue (`reapi serve` without Redis): everything in memory, one priority queue
+// per platform, workers registered in the same process. Nothing survives a restart.
+import { randomUUID } from 'node:crypto';
+import { Status } from '../common/errors.ts';
+import { silentLogger, type Logger } from '../common/logger.ts';
+import type {
+  JobContext,
+  JobHandler,
+  JobQueue,
+  JobSpec,
+  OperationState,
+  PlatformProperties,
+  SubmitResult,
+  WorkerRegistration,
+} from './job-queue.ts';
+import { platformKey, satisfies, unsatisfiableProperties } from './platform.ts';
+
+export interface InProcessJobQueueOptions {
+  /** Deliveries of one job before a handler that keeps throwing fails the operation (default 3). */
+  maxAttempts?: number;
+  /** How long a finished operation stays answerable by getOperation (default 1 day). */
+  doneRetentionMs?: number;
+  logger?: Logger;
+}
+
+interface Entry {
+  op: OpRecord;
+  priority: number;
+  seq: number;
+  removed: boolean;
+}
+
+interface OpRecord {
+  state: OperationState;
+  mergeKey?: string;
+  watchers: Set<(s: OperationState) => void>;
+  /** Set while queued. */
+  entry?: Entry;
+  /** Set while a worker holds it. */
+  controller?: AbortController;
+  /** Deliveries so far. */
+  deliveries: number;
+  seq: number;
+}
+
+interface PlatformQueue {
+  platform: PlatformProperties;
+  heap: Heap;
+}
+
+interface WorkerRec {
+  reg: WorkerRegistration;
+  handler: JobHandler;
+  running: number;
+  stopped: boolean;
+  inflight: Set<Promise<void>>;
+}
+
+/** Binary min-heap on (priority, seq): lower REAPI priority first, FIFO among equals. */
+class Heap {
+  private items: Entry[] = [];
+
+  private static less(a: Entry, b: Entry): boolean {
+    return a.priority < b.priority || (a.priority === b.priority && a.seq < b.seq);
+  }
+
+  push(e: Entry): void {
+    const a = this.items;
+    a.push(e);
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!Heap.less(a[i]!, a[p]!)) break;
+      [a[i], a[p]] = [a[p]!, a[i]!];
+      i = p;
+    }
+  }
+
+  /** The best live entry, dropping cancelled ones found on top. */
+  peek(): Entry | undefined {
+    while (this.items.length && this.items[0]!.removed) this.pop();
+    return this.items[0];
+  }
+
+  pop(): Entry | undefined {
+    const a = this.items;
+    const top = a[0];
+    const last = a.pop();
+    if (a.length && last) {
+      a[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < a.length && Heap.less(a[l]!, a[m]!)) m = l;
+        if (r < a.length && Heap.less(a[r]!, a[m]!)) m = r;
+        if (m === i) break;
+        [a[i], a[m]] = [a[m]!, a[i]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+
+  get size(): number {
+    return this.items.length;
+  }
+}
+
+/** `(instance, action digest, platform)`: what makes two submissions the same action. */
+export function mergeKeyOf(job: JobSpec): string {
+  return `${job.instanceName}\n${job.actionDigest.hash}/${job.actionDigest.size_bytes}\n${platformKey(job.platform)}`;
+}
+
+/** Status of an error thrown by a handler: its numeric `code` (ReapiError) or INTERNAL. */
+export function handlerErrorStatus(err: unknown): { code: number; message: string } {
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: typeof code === 'number' ? code : Status.INTERNAL, message };
+}
+
+export class InProcessJobQueue implements JobQueue {
+  private readonly maxAttempts: number;
+  private readonly doneRetentionMs: number;
+  private readonly log: Logger;
+  private readonly ops = new Map<string, OpRecord>();
+  private readonly merge = new Map<string, string>();
+  private readonly queues = new Map<string, PlatformQueue>();
+  private readonly workers = new Map<string, WorkerRec>();
+  private seq = 0;
+  private closed = false;
+  private lastSweep = Date.now();
+  private dispatching = false;
+  private dispatchAgain = false;
+
+  constructor(opts: InProcessJobQueueOptions = {}) {
+    this.maxAttempts = Math.max(1, Math.floor(opts.maxAttempts ?? 3));
+    this.doneRetentionMs = opts.doneRetentionMs ?? 24 * 3600_000;
+    this.log = opts.logger ?? silentLogger;
+  }
+
+  async submit(job: JobSpec): Promise<SubmitResult> {
+    if (this.closed) throw new Error('job queue is closed');
+    this.sweep();
+    const mergeKey = job.doNotCache ? undefined : mergeKeyOf(job);
+    if (mergeKey !== undefined) {
+      const existing = this.merge.get(mergeKey);
+      const rec = existing === undefined ? undefined : this.ops.get(existing);
+      if (existing !== undefined && rec && !rec.state.done) return { operationName: existing, merged: true };
+    }
+    const name = `operations/${randomUUID()}`;
+    const now = Date.now();
+    const rec: OpRecord = {
+      state: { name, job, stage: 'QUEUED', done: false, queuedAt: now, updatedAt: now },
+      mergeKey,
+      watchers: new Set(),
+      deliveries: 0,
+      seq: this.seq++,
+    };
+    this.ops.set(name, rec);
+    if (mergeKey !== undefined) this.merge.set(mergeKey, name);
+    this.enqueue(rec);
+    this.dispatch();
+    return { operationName: name, merged: false };
+  }
+
+  async getOperation(name: string): Promise<OperationState | undefined> {
+    const rec = this.ops.get(name);
+    return rec ? { ...rec.state } : undefined;
+  }
+
+  watch(name: string, onUpdate: (state: OperationState) => void): () => void {
+    const rec = this.ops.get(name);
+    if (!rec) return () => {};
+    this.deliver(onUpdate, rec.state);
+    if (rec.state.done) return () => {};
+    rec.watchers.add(onUpdate);
+    return () => {
+      rec.watchers.delete(onUpdate);
+    };
+  }
+
+  async cancel(name: string): Promise<boolean> {
+    const rec = this.ops.get(name);
+    if (!rec || rec.state.done) return false;
+    if (rec.entry) rec.entry.removed = true;
+    rec.entry = undefined;
+    const controller = rec.controller;
+    this.finish(rec, { error: { code: Status.CANCELLED, message: `operation ${name} was cancelled` } });
+    controller?.abort(new Error(`operation ${name} was cancelled`));
+    return true;
+  }
+
+  async unsatisfiable(platform: PlatformProperties): Promise<string[]> {
+    return unsatisfiableProperties(
+      [...this.workers.values()].map((w) => w.reg.platform),
+      platform,
+    );
+  }
+
+  async work(worker: WorkerRegistration, handler: JobHandler): Promise<() => Promise<void>> {
+    if (this.closed) throw new Error('job queue is closed');
+    if (this.workers.has(worker.name)) throw new Error(`worker ${worker.name} is already registered`);
+    const rec: WorkerRec = {
+      reg: { ...worker, concurrency: Math.max(1, Math.floor(worker.concurrency)) },
+      handler,
+      running: 0,
+      stopped: false,
+      inflight: new Set(),
+    };
+    this.workers.set(worker.name, rec);
+    this.dispatch();
+    return async () => {
+      rec.stopped = true;
+      if (this.workers.get(worker.name) === rec) this.workers.delete(worker.name);
+      await Promise.allSettled([...rec.inflight]);
+    };
+  }
+
+  /**
+   * Stop every worker and fail the operations still in flight with UNAVAILABLE (their state lives
+   * only here); running handlers see their signal aborted and are not waited for.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.workers.values()) w.stopped = true;
+    this.workers.clear();
+    for (const rec of this.ops.values()) {
+      if (rec.state.done) continue;
+      if (rec.entry) rec.entry.removed = true;
+      rec.entry = undefined;
+      const controller = rec.controller;
+      this.finish(rec, { error: { code: Status.UNAVAILABLE, message: 'the scheduler shut down' } });
+      controller?.abort(new Error('the scheduler shut down'));
+    }
+    this.queues.clear();
+  }
+
+  // --- internals ---
+
+  private enqueue(rec: OpRecord): void {
+    const key = platformKey(rec.state.job.platform);
+    let q = this.queues.get(key);
+    if (!q) {
+      q = { platform: rec.state.job.platform, heap: new Heap() };
+      this.queues.set(key, q);
+    }
+    const entry: Entry = { op: rec, priority: rec.state.job.priority, seq: rec.seq, removed: false };
+    rec.entry = entry;
+    q.heap.push(entry);
+  }
+
+  /** Hand queued jobs to workers with free slots until nothing more can start. */
+  private dispatch(): void {
+    if (this.dispatching) {
+      this.dispatchAgain = true;
+      return;
+    }
+    this.dispatching = true;
+    try {
+      do {
+        this.dispatchAgain = false;
+        for (const w of this.workers.values()) {
+          while (!w.stopped && w.running < w.reg.concurrency) {
+            const entry = this.take(w);
+            if (!entry) break;
+            this.start(w, entry.op);
+          }
+        }
+      } while (this.dispatchAgain);
+    } finally {
+      this.dispatching = false;
+    }
+  }
+
+  /** Pop the best job, across the platforms this worker satisfies. */
+  private take(w: WorkerRec): Entry | undefined {
+    let best: PlatformQueue | undefined;
+    let bestEntry: Entry | undefined;
+    for (const [key, q] of this.queues) {
+      const head = q.heap.peek();
+      if (!head) {
+        this.queues.delete(key);
+        continue;
+      }
+      if (!satisfies(w.reg.platform, q.platform)) continue;
+      if (!bestEntry || head.priority < bestEntry.priority || (head.priority === bestEntry.priority && head.seq < bestEntry.seq)) {
+        best = q;
+        bestEntry = head;
+      }
+    }
+    if (!best || !bestEntry) return undefined;
+    best.heap.pop();
+    bestEntry.op.entry = undefined;
+    return bestEntry;
+  }
+
+  private start(w: WorkerRec, rec: OpRecord): void {
+    w.running++;
+    const p = this.run(w, rec).finally(() => {
+      w.running--;
+      w.inflight.delete(p);
+      if (!this.closed) this.dispatch();
+    });
+    w.inflight.add(p);
+  }
+
+  private async run(w: WorkerRec, rec: OpRecord): Promise<void> {
+    const controller = new AbortController();
+    rec.controller = controller;
+    const attempt = rec.deliveries++;
+    const name = rec.state.name;
+    const ctx: JobContext = {
+      operationName: name,
+      job: rec.state.job,
+      attempt,
+      signal: controller.signal,
+      markExecuting: async (worker: string) => {
+        if (rec.state.done || rec.controller !== controller) return;
+        this.update(rec, { stage: 'EXECUTING', worker });
+      },
+    };
+    await Promise.resolve(); // never run a handler inside submit()/work()
+    try {
+      const response = await w.handler(ctx);
+      if (rec.controller === controller && !rec.state.done) this.finish(rec, { response });
+    } catch (err) {
+      if (rec.state.done || controller.signal.aborted || rec.controller !== controller) return;
+      const status = handlerErrorStatus(err);
+      this.log.warn({ operation: name, worker: w.reg.name, attempt, err: status.message }, 'job handler failed');
+      if (rec.deliveries >= this.maxAttempts || this.closed) {
+        this.finish(rec, { error: status });
+      } else {
+        rec.controller = undefined;
+        this.update(rec, { stage: 'QUEUED', worker: undefined });
+        this.enqueue(rec);
+      }
+    } finally {
+      if (rec.controller === controller) rec.controller = undefined;
+    }
+  }
+
+  private update(rec: OpRecord, patch: Partial<OperationState>): void {
+    rec.state = { ...rec.state, ...patch, updatedAt: Date.now() };
+    if (patch.worker === undefined && 'worker' in patch) delete rec.state.worker;
+    this.notify(rec);
+  }
+
+  private finish(rec: OpRecord, result: Pick<OperationState, 'response' | 'error'>): void {
+    if (rec.state.done) return;
+    this.update(rec, { ...result, stage: 'COMPLETED', done: true });
+    if (rec.mergeKey !== undefined && this.merge.get(rec.mergeKey) === rec.state.name) this.merge.delete(rec.mergeKey);
+    rec.watchers.clear();
+  }
+
+  private notify(rec: OpRecord): void {
+    for (const cb of [...rec.watchers]) this.deliver(cb, rec.state);
+  }
+
+  private deliver(cb: (s: OperationState) => void, state: OperationState): void {
+    try {
+      cb({ ...state });
+    } catch (err) {
+      this.log.warn({ operation: state.name, err }, 'operation watcher threw');
+    }
+  }
+
+  /** Forget operations finished longer than doneRetentionMs ago (at most once a minute). */
+  private sweep(): void {
+    const now = Date.now();
+    if (now - this.lastSweep < 60_000) return;
+    this.lastSweep = now;
+    for (const [name, rec] of this.ops) {
+      if (rec.state.done && now - rec.state.updatedAt > this.doneRetentionMs) this.ops.delete(name);
+    }
+  }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what reapi needs and is missing, so `npm start` and `npm test` work on a fresh clone.
+#   scripts/bootstrap.sh          npm packages and the sandbox tools `reapi serve` uses
+#   scripts/bootstrap.sh --test   also what the tests need (Bazel, Redis)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+if [[ ! -d node_modules/@grpc/grpc-js || ! -d node_modules/tsx || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "bootstrap: installing npm packages (npm ci)" >&2
+  npm ci --no-audit --no-fund --foreground-scripts >&2
+fi
+
+# Debian packages: command -> package.
+declare -A need=([bwrap]=bubblewrap [setpriv]=util-linux [prlimit]=util-linux)
+if (( want_test )); then
+  need+=([bazel]=bazel-bootstrap [redis-server]=redis-server [zstd]=zstd [gcc]=gcc [g++]=g++)
+fi
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+if (( ${#missing[@]} )); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "bootstrap: missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "bootstrap: apt-get install ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
