@@ -111,6 +111,11 @@ export class DiskBlobStore implements BlobStore {
       }
       this.touch(digest, path);
       const end = limit > 0 ? Math.min(size, offset + limit) : size;
+      if (end <= offset) {
+        // Nothing to send (offset at the end): createReadStream would throw on start > end.
+        await fh.close();
+        return Readable.from([]);
+      }
       if (size <= this.verifyBeforeServeBytes) {
         const data = await fh.readFile();
         await fh.close();

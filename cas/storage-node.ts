@@ -1,19 +1,49 @@
-// A running storage node: the CAS, ByteStream, ActionCache and Capabilities services on gRPC, and
-// /metrics and /healthz on HTTP. `reapi cas` runs one; `reapi serve` runs one in its process.
-import type { Server as HttpServer } from 'node:http';
+// The storage services (CAS, ByteStream, ActionCache, Capabilities) over any BlobStore and
+// ActionCache: local ones on a storage node, remote ones on a scheduler that forwards.
 import type * as grpc from '@grpc/grpc-js';
 import type { Config } from '../common/config.ts';
-import { startGrpcServer, stopGrpcServer } from '../common/grpc-server.ts';
-import { startHttpServer } from '../common/http-server.ts';
+import type { ServiceContext } from '../common/grpc.ts';
 import type { Logger } from '../common/logger.ts';
 import { Metrics } from '../common/metrics.ts';
+import { startServer } from '../common/server.ts';
 import { serviceDefinitions } from '../protos/index.ts';
+import type { ActionCache } from './action-cache.ts';
+import type { BlobStore } from './blob-store.ts';
 import { actionCacheService } from './services/action-cache-service.ts';
 import { byteStreamService } from './services/bytestream-service.ts';
 import { capabilitiesService } from './services/capabilities-service.ts';
 import { casService } from './services/cas-service.ts';
-import type { StorageContext } from './services/storage-context.ts';
 import { createStorage, type Storage } from './storage-factory.ts';
+
+export type ServiceList = Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>;
+
+export interface StorageServicesOptions {
+  blobs: BlobStore;
+  actionCache: ActionCache;
+  config: Config;
+  service: (name: string) => ServiceContext;
+  /** Whether Capabilities announces execution (a scheduler or `reapi serve` with workers). */
+  execEnabled: boolean;
+}
+
+export function storageServices(opts: StorageServicesOptions): { services: ServiceList; close(): void } {
+  const { config } = opts;
+  const byteStream = byteStreamService(opts);
+  const capabilities = capabilitiesService(opts.service('Capabilities'), () => ({
+    maxBatchTotalSizeBytes: config.storage.maxBatchTotalSizeBytes,
+    actionCacheUpdateEnabled: config.actionCache.clientWrites === 'allow',
+    execEnabled: opts.execEnabled,
+  }));
+  return {
+    services: [
+      [serviceDefinitions.Capabilities, capabilities],
+      [serviceDefinitions.ContentAddressableStorage, casService(opts)],
+      [serviceDefinitions.ByteStream, byteStream],
+      [serviceDefinitions.ActionCache, actionCacheService(opts)],
+    ] as ServiceList,
+    close: () => byteStream.close(),
+  };
+}
 
 export interface StorageNode {
   grpcPort: number;
@@ -23,46 +53,29 @@ export interface StorageNode {
   close(): Promise<void>;
 }
 
+/** `reapi cas`: a storage node on local storage. */
 export async function startStorageNode(config: Config, logger: Logger, metrics = new Metrics()): Promise<StorageNode> {
   const storage = await createStorage(config, metrics, logger);
-  const context: StorageContext = {
+  const { services, close } = storageServices({
     ...storage,
     config,
-    service: (name) => ({ service: name, metrics, logger: logger.child({ service: name }) }),
-  };
-  const byteStream = byteStreamService(context);
-  const { server, port } = await startGrpcServer({
-    host: config.listen,
-    port: config.port,
-    maxMessageBytes: config.maxMessageBytes,
-    services: [
-      [serviceDefinitions.Capabilities, capabilitiesService(context.service('Capabilities'), () => ({
-        maxBatchTotalSizeBytes: config.storage.maxBatchTotalSizeBytes,
-        actionCacheUpdateEnabled: config.actionCache.clientWrites === 'allow',
-        execEnabled: false,
-      }))],
-      [serviceDefinitions.ContentAddressableStorage, casService(context)],
-      [serviceDefinitions.ByteStream, byteStream],
-      [serviceDefinitions.ActionCache, actionCacheService(context)],
-    ] as Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>,
+    service: serviceContexts(metrics, logger),
+    execEnabled: false,
   });
-  let http: HttpServer;
-  let httpPort: number;
-  try {
-    ({ server: http, port: httpPort } = await startHttpServer({ host: config.listen, port: config.httpPort, metrics, logger }));
-  } catch (err) {
-    await stopGrpcServer(server, 0);
-    throw err;
-  }
-  logger.info({ grpcPort: port, httpPort, dataDir: config.dataDir, backend: config.storage.backend }, 'storage node listening');
+  const server = await startServer({ config, logger, metrics, services });
+  logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, backend: config.storage.backend }, 'storage node listening');
   return {
-    grpcPort: port,
-    httpPort,
+    grpcPort: server.grpcPort,
+    httpPort: server.httpPort,
     storage,
     metrics,
     close: async () => {
-      byteStream.close();
-      await Promise.all([stopGrpcServer(server), new Promise<void>((r) => http.close(() => r()))]);
+      close();
+      await server.close();
     },
   };
+}
+
+export function serviceContexts(metrics: Metrics, logger: Logger): (name: string) => ServiceContext {
+  return (name) => ({ service: name, metrics, logger: logger.child({ service: name }) });
 }

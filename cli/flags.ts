@@ -11,6 +11,11 @@ export interface CommonFlags {
   maxCasBytes?: string;
   storage?: 'disk' | 'memory';
   logLevel?: string;
+  redis?: string;
+  cas?: string;
+  workDir?: string;
+  concurrency?: string;
+  execution?: boolean;
 }
 
 function int(name: string) {
@@ -34,6 +39,16 @@ export function addCommonFlags(cmd: Command): Command {
     );
 }
 
+/** Flags of the roles that queue or run actions. */
+export function addExecutionFlags(cmd: Command, opts: { storageNodes: boolean }): Command {
+  cmd
+    .option('--redis <url>', 'Redis for the BullMQ queue and operation state (default $REDIS_URL)')
+    .option('--work-dir <dir>', 'exec roots and the local content cache (default: under the system temp dir)')
+    .option('--concurrency <n>', 'actions run at once by the local worker (default: number of CPUs)', int('--concurrency'));
+  if (opts.storageNodes) cmd.option('--cas <addresses>', 'storage nodes HOST:PORT[,HOST:PORT] (blobs sharded by digest)');
+  return cmd;
+}
+
 /** Config file, then environment, then flags. */
 export function configFromFlags(flags: CommonFlags): Config {
   let maxBytes: number | undefined;
@@ -48,5 +63,12 @@ export function configFromFlags(flags: CommonFlags): Config {
     dataDir: flags.dataDir ?? process.env.REAPI_DATA_DIR,
     logLevel: flags.logLevel ?? process.env.REAPI_LOG_LEVEL,
     storage: { backend: flags.storage, maxBytes },
+    redis: flags.redis ?? process.env.REDIS_URL,
+    cas: flags.cas?.split(',').map((a) => a.trim()).filter(Boolean),
+    execution: { enabled: flags.execution === false ? false : undefined },
+    worker: {
+      workDir: flags.workDir,
+      concurrency: flags.concurrency === undefined ? undefined : Number(flags.concurrency),
+    },
   });
 }

@@ -1,36 +1,54 @@
 // The `reapi` command: parses flags, builds the pieces from config, starts them.
 import { Command } from 'commander';
-import { ConfigError } from '../common/config.ts';
-import { createLogger } from '../common/logger.ts';
-import { startStorageNode } from '../cas/storage-node.ts';
-import { addCommonFlags, configFromFlags, type CommonFlags } from './flags.ts';
+import { ConfigError, type Config } from '../common/config.ts';
+import { createLogger, type Logger } from '../common/logger.ts';
+import { addCommonFlags, addExecutionFlags, configFromFlags, type CommonFlags } from './flags.ts';
+import { startCas, startScheduler, startServe, startWorkerRole, type RunningRole } from './roles.ts';
+
+type Starter = (config: Config, logger: Logger) => Promise<RunningRole>;
 
 const program = new Command('reapi')
   .description('REAPI v2 remote cache and remote execution for Bazel and Buck2')
   .showHelpAfterError();
 
-async function runStorage(role: string, flags: CommonFlags): Promise<void> {
+async function run(role: string, start: Starter, flags: CommonFlags): Promise<void> {
   const config = configFromFlags(flags);
   const logger = createLogger(config.logLevel).child({ role });
-  const node = await startStorageNode(config, logger);
+  const running = await start(config, logger);
+  let stopping = false;
   const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
     logger.info({ signal }, 'shutting down');
-    await node.close();
+    await running.close();
     process.exit(0);
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
   // A machine-readable line for scripts and tests that start us on port 0.
-  process.stdout.write(`reapi ${role} listening grpc=${node.grpcPort} http=${node.httpPort}\n`);
+  process.stdout.write(`reapi ${role} listening grpc=${running.grpcPort} http=${running.httpPort}\n`);
 }
 
-addCommonFlags(
-  program.command('serve').description('everything on one machine: storage (CAS, ActionCache, ByteStream), and execution when enabled'),
-).action((flags: CommonFlags) => runStorage('serve', flags));
+addExecutionFlags(
+  addCommonFlags(program.command('serve').description('everything on one machine: storage, scheduler and a local bwrap worker')),
+  { storageNodes: false },
+)
+  .option('--no-execution', 'storage only (a remote cache): no scheduler, no worker')
+  .action((flags: CommonFlags) => run('serve', startServe, flags));
 
 addCommonFlags(program.command('cas').description('a storage node: CAS, ActionCache, ByteStream, Capabilities')).action(
-  (flags: CommonFlags) => runStorage('cas', flags),
+  (flags: CommonFlags) => run('cas', startCas, flags),
 );
+
+addExecutionFlags(
+  addCommonFlags(program.command('scheduler').description('the front door for clients: Execution, Operations, and storage forwarded to --cas nodes')),
+  { storageNodes: true },
+).action((flags: CommonFlags) => run('scheduler', startScheduler, flags));
+
+addExecutionFlags(
+  addCommonFlags(program.command('worker').description('takes jobs from Redis and runs them in bwrap sandboxes')),
+  { storageNodes: true },
+).action((flags: CommonFlags) => run('worker', startWorkerRole, flags));
 
 try {
   await program.parseAsync(process.argv);
@@ -39,6 +57,6 @@ try {
     process.stderr.write(`reapi: ${err.message}\n`);
     process.exit(2);
   }
-  process.stderr.write(`reapi: ${(err as Error).stack ?? String(err)}\n`);
+  process.stderr.write(`reapi: ${(err as Error).message}\n`);
   process.exit(1);
 }

@@ -45,6 +45,55 @@ export const configSchema = z
         maxInlineBytes: sizeBytes.default(1024 * 1024),
       })
       .prefault({}),
+    execution: z
+      .object({
+        /** Run actions (`reapi serve`: in-process queue and local workers). */
+        enabled: z.boolean().default(true),
+        /** Timeout for actions that set none. */
+        defaultTimeoutSeconds: z.number().positive().default(900),
+        /** Actions asking for more are refused with INVALID_ARGUMENT. */
+        maxTimeoutSeconds: z.number().positive().default(3 * 3600),
+        /** Deliveries of one job before it fails (its workers kept dying). */
+        maxAttempts: z.number().int().min(1).default(3),
+      })
+      .prefault({}),
+    worker: z
+      .object({
+        /** Where exec roots and the local content cache live (default: <dataDir>/worker). */
+        workDir: z.string().optional(),
+        /** Actions run at once by this worker (default: number of CPUs). */
+        concurrency: z.number().int().min(1).optional(),
+        /** Size cap of the worker's local content cache. */
+        cacheMaxBytes: sizeBytes.default(10 * 1024 ** 3),
+        /** Platform properties this worker satisfies ('*' matches any value). */
+        platform: z.record(z.string(), z.string()).default({ OSFamily: 'Linux', ISA: 'x86-64' }),
+        /** Largest stdout or stderr kept per action. */
+        maxOutputBytes: sizeBytes.default(64 * 1024 * 1024),
+        /** Sandbox limits for every action. */
+        limits: z
+          .object({
+            memoryBytes: sizeBytes.default(4 * 1024 ** 3),
+            maxProcesses: z.number().int().min(0).default(1024),
+            maxFileBytes: sizeBytes.default(0),
+          })
+          .prefault({}),
+        /** Limits for actions whose platform has all the given properties; the first match wins. */
+        platformLimits: z
+          .array(
+            z.object({
+              match: z.record(z.string(), z.string()),
+              limits: z
+                .object({ memoryBytes: sizeBytes.optional(), maxProcesses: z.number().int().min(0).optional(), maxFileBytes: sizeBytes.optional() })
+                .strict(),
+            }),
+          )
+          .default([]),
+      })
+      .prefault({}),
+    /** Redis URL: BullMQ queue and operation state (a fleet). Unset: in-process queue. */
+    redis: z.string().optional(),
+    /** Storage nodes (host:port) for scheduler and workers; several are sharded by digest. */
+    cas: z.array(z.string()).default([]),
     /** Largest single gRPC message accepted (ByteStream chunks and batches fit well under it). */
     maxMessageBytes: sizeBytes.default(64 * 1024 * 1024),
   })

@@ -1,6 +1,8 @@
 // Errors that carry a gRPC status code, so every layer can say precisely what was wrong and the
 // service edge turns it into a status without guessing.
 import { status as Status, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { encode, packAny, type Any__Output } from '../protos/index.ts';
+import type { Digest } from './digest.ts';
 
 export { Status };
 
@@ -8,8 +10,8 @@ export class ReapiError extends Error {
   constructor(
     readonly code: Status,
     message: string,
-    /** Extra details (e.g. google.rpc.PreconditionFailure) already packed as Any. */
-    readonly details?: unknown,
+    /** Structured details (e.g. google.rpc.PreconditionFailure), packed as Any. */
+    readonly details: Any__Output[] = [],
   ) {
     super(message);
     this.name = 'ReapiError';
@@ -52,7 +54,28 @@ export function toStatus(err: unknown): { code: Status; message: string } {
 export function toServiceError(err: unknown): Partial<ServiceError> {
   const { code, message } = toStatus(err);
   const metadata = new Metadata();
+  if (err instanceof ReapiError && err.details.length > 0) {
+    metadata.set('grpc-status-details-bin', encode('Status', { code, message, details: err.details }));
+  }
   return { code, details: message, message, metadata };
+}
+
+/**
+ * FAILED_PRECONDITION for blobs a request needs but the CAS lacks, in the form REAPI clients act on
+ * (they upload the blobs and retry): a PreconditionFailure with one MISSING violation per blob.
+ */
+export function missingBlobs(digests: Digest[], what: string): ReapiError {
+  const list = digests.map((d) => `blobs/${d.hash}/${d.size_bytes}`);
+  const shown = list.slice(0, 10).join(', ') + (list.length > 10 ? `, and ${list.length - 10} more` : '');
+  return new ReapiError(Status.FAILED_PRECONDITION, `${what}: ${list.length} blob(s) missing from the CAS: ${shown}`, [
+    packAny('PreconditionFailure', { violations: list.map((subject) => ({ type: 'MISSING', subject })) }),
+  ]);
+}
+
+/** A google.rpc.Status for an error, with its details (for ExecuteResponse.status, Operation.error). */
+export function toRpcStatus(err: unknown): { code: number; message: string; details: Any__Output[] } {
+  const { code, message } = toStatus(err);
+  return { code, message, details: err instanceof ReapiError ? err.details : [] };
 }
 
 export function statusName(code: Status): string {

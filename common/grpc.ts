@@ -100,7 +100,19 @@ export function serverStream<Req, Res>(
     const send = (msg: Res): Promise<void> => {
       if (cancelled) return Promise.reject(new ReapiError(grpc.status.CANCELLED, 'the client cancelled the call'));
       if (call.write(msg)) return Promise.resolve();
-      return new Promise((resolve) => call.once('drain', resolve));
+      // A cancelled call never drains: stop waiting then, or the handler (and its open file) hangs.
+      return new Promise((resolve, reject) => {
+        const onDrain = () => {
+          call.removeListener('cancelled', onCancel);
+          resolve();
+        };
+        const onCancel = () => {
+          call.removeListener('drain', onDrain);
+          reject(new ReapiError(grpc.status.CANCELLED, 'the client cancelled the call'));
+        };
+        call.once('drain', onDrain);
+        call.once('cancelled', onCancel);
+      });
     };
     fn(call.request, send, call).then(
       () => {

@@ -91,6 +91,21 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly actionsExecuted = new Counter({
+    name: 'reapi_actions_executed_total',
+    help: 'Actions run by workers, by outcome: success, nonzero-exit, timeout, memory-limit, process-limit, file-size-limit, cancelled, error.',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly executionStageDuration = new Histogram({
+    name: 'reapi_execution_stage_duration_seconds',
+    help: 'Time spent per execution stage on workers (queued, input_fetch, execution, output_upload), from ExecutedActionMetadata.',
+    labelNames: ['stage'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900],
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }

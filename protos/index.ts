@@ -19,6 +19,8 @@ import type { MessageTypeDefinition } from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import type { ProtoGrpcType as RemoteExecutionGrpc } from './generated/remote_execution';
 import type { ProtoGrpcType as ByteStreamGrpc } from './generated/bytestream';
+import type { ProtoGrpcType as ErrorDetailsGrpc } from './generated/error_details';
+import type { ProtoGrpcType as ReapiGrpc } from './generated/reapi';
 import type { Any, Any__Output } from './generated/google/protobuf/Any';
 
 export type { ActionCacheClient, ActionCacheDefinition, ActionCacheHandlers } from './generated/build/bazel/remote/execution/v2/ActionCache';
@@ -43,6 +45,8 @@ export const PROTO_FILES: readonly string[] = [
   'google/longrunning/operations.proto',
   'google/rpc/status.proto',
   'google/rpc/code.proto',
+  'google/rpc/error_details.proto',
+  'reapi/v1/reapi.proto',
 ];
 
 /** The proto-loader options; decode() converts with exactly these. */
@@ -123,6 +127,7 @@ type V2 = RemoteExecutionGrpc['build']['bazel']['remote']['execution']['v2'];
 type LR = RemoteExecutionGrpc['google']['longrunning'];
 type PB = RemoteExecutionGrpc['google']['protobuf'];
 type BS = ByteStreamGrpc['google']['bytestream'];
+type ED = ErrorDetailsGrpc['google']['rpc'];
 
 /** Short message name -> generated input (for encode) / output (from decode) types. */
 export interface Messages {
@@ -186,6 +191,11 @@ export interface Messages {
   WaitOperationRequest: IO<LR['WaitOperationRequest']>;
   // google.rpc
   Status: IO<RemoteExecutionGrpc['google']['rpc']['Status']>;
+  PreconditionFailure: IO<ED['PreconditionFailure']>;
+  BadRequest: IO<ED['BadRequest']>;
+  ErrorInfo: IO<ED['ErrorInfo']>;
+  // reapi.v1 (our own)
+  ResourceUsage: IO<ReapiGrpc['reapi']['v1']['ResourceUsage']>;
   // google.bytestream
   ReadRequest: IO<BS['ReadRequest']>;
   ReadResponse: IO<BS['ReadResponse']>;
@@ -264,6 +274,10 @@ export const MESSAGE_TYPES = {
   DeleteOperationRequest: 'google.longrunning.DeleteOperationRequest',
   WaitOperationRequest: 'google.longrunning.WaitOperationRequest',
   Status: 'google.rpc.Status',
+  PreconditionFailure: 'google.rpc.PreconditionFailure',
+  BadRequest: 'google.rpc.BadRequest',
+  ErrorInfo: 'google.rpc.ErrorInfo',
+  ResourceUsage: 'reapi.v1.ResourceUsage',
   ReadRequest: 'google.bytestream.ReadRequest',
   ReadResponse: 'google.bytestream.ReadResponse',
   WriteRequest: 'google.bytestream.WriteRequest',

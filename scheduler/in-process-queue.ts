@@ -316,6 +316,7 @@ export class InProcessJobQueue implements JobQueue {
       operationName: name,
       job: rec.state.job,
       attempt,
+      queuedAt: rec.state.queuedAt,
       signal: controller.signal,
       markExecuting: async (worker: string) => {
         if (rec.state.done || rec.controller !== controller) return;

@@ -50,6 +50,8 @@ export interface JobContext {
   job: JobSpec;
   /** How many times this job was delivered before (after a worker died). */
   attempt: number;
+  /** When the operation was submitted (ms since the epoch), for ExecutedActionMetadata. */
+  queuedAt?: number;
   /** Fired when the client cancelled the operation. */
   signal: AbortSignal;
   /** Move the operation to EXECUTING (and name the worker). */

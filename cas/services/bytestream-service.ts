@@ -86,6 +86,8 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
   async function write(call: grpc.ServerReadableStream<WriteRequest, WriteResponse>): Promise<WriteResponse> {
     let name = '';
     let upload: Upload | undefined;
+    /** The stream ended cleanly before finish_write: keep the upload so the client can resume it. */
+    let resumable = false;
     try {
       for await (const req of call as AsyncIterable<WriteRequest>) {
         if (!upload) {
@@ -118,10 +120,11 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
         }
       }
       if (!upload) throw invalidArgument('Write stream carried no request');
+      resumable = true;
       throw invalidArgument(`Write stream for ${name} ended without finish_write after ${upload.received} bytes; resume it from there`);
     } catch (err) {
       // Bad data is dropped whole; a broken stream (client gone) keeps its upload for resuming.
-      if (upload && uploads.get(name) === upload && !(call.cancelled || isStreamEnd(err))) {
+      if (upload && uploads.get(name) === upload && !(resumable || call.cancelled || isStreamEnd(err))) {
         uploads.delete(name);
         await upload.writer.abort();
       }

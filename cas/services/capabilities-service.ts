@@ -17,7 +17,7 @@ export function serverCapabilities(opts: CapabilitiesOptions): MessageInput<'Ser
       digest_functions: ['SHA256'],
       action_cache_update_capabilities: { update_enabled: opts.actionCacheUpdateEnabled },
       max_batch_total_size_bytes: opts.maxBatchTotalSizeBytes,
-      symlink_absolute_path_strategy: 'ALLOWED',
+      symlink_absolute_path_strategy: 'DISALLOWED',
       supported_compressors: ['ZSTD'],
       supported_batch_update_compressors: ['ZSTD'],
     },

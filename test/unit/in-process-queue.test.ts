@@ -76,6 +76,7 @@ describe('InProcessJobQueue', () => {
     assert.equal(final.response?.toString(), 'response');
     assert.equal(final.worker, 'w1');
     assert.equal(ctxSeen?.attempt, 0);
+    assert.equal(ctxSeen?.queuedAt, final.queuedAt);
     assert.equal(ctxSeen?.operationName, operationName);
     assert.equal((await q.getOperation(operationName))?.done, true);
     // watching a finished operation delivers its final state once

@@ -1,0 +1,38 @@
+// Runs the benchmarks: `npm run bench` runs all of them, `npm run bench -- storage` one.
+// Flags after the names go to each benchmark (e.g. --quick, --keep,
+// --server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof").
+export {};
+
+const BENCHMARKS: Record<string, { describe: string; load: () => Promise<{ main(args: string[]): Promise<void> }> }> = {
+  storage: {
+    describe: 'ByteStream, batch calls and FindMissingBlobs against a reapi serve child process',
+    load: () => import('./storage.ts'),
+  },
+};
+
+const argv = process.argv.slice(2);
+const names = argv.filter((a) => !a.startsWith('-'));
+const flags = argv.filter((a) => a.startsWith('-'));
+
+if (flags.includes('--help') || flags.includes('-h')) {
+  process.stdout.write('usage: npm run bench -- [name...] [--quick] [--keep] [--server-node-args="..."]\n\nbenchmarks:\n');
+  for (const [name, b] of Object.entries(BENCHMARKS)) process.stdout.write(`  ${name.padEnd(12)} ${b.describe}\n`);
+  process.exit(0);
+}
+
+const unknown = names.filter((n) => !(n in BENCHMARKS));
+if (unknown.length) {
+  process.stderr.write(`unknown benchmark(s): ${unknown.join(', ')}; known: ${Object.keys(BENCHMARKS).join(', ')}\n`);
+  process.exit(2);
+}
+
+let failed = false;
+for (const name of names.length ? names : Object.keys(BENCHMARKS)) {
+  try {
+    await (await BENCHMARKS[name]!.load()).main(flags);
+  } catch (err) {
+    failed = true;
+    process.stderr.write(`benchmark ${name} failed: ${(err as Error).stack ?? String(err)}\n`);
+  }
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,125 @@
+// What each `reapi` subcommand runs, built from config. Tests start roles through these too.
+import type { ActionCache } from '../cas/action-cache.ts';
+import type { BlobStore } from '../cas/blob-store.ts';
+import { CompletenessCheckingActionCache } from '../cas/completeness-checking-action-cache.ts';
+import { connectStorage, type StorageClients } from '../cas/grpc-clients.ts';
+import { RemoteActionCache } from '../cas/remote-action-cache.ts';
+import { RemoteBlobStore } from '../cas/remote-blob-store.ts';
+import { ShardingBlobStore } from '../cas/sharding-blob-store.ts';
+import { serviceContexts, startStorageNode, storageServices, type ServiceList } from '../cas/storage-node.ts';
+import { createStorage } from '../cas/storage-factory.ts';
+import type { Config } from '../common/config.ts';
+import type { Logger } from '../common/logger.ts';
+import { Metrics } from '../common/metrics.ts';
+import { startServer } from '../common/server.ts';
+import { serviceDefinitions } from '../protos/index.ts';
+import { BullmqJobQueue } from '../scheduler/bullmq-queue.ts';
+import { executionService, operationsService } from '../scheduler/execution-service.ts';
+import { InProcessJobQueue } from '../scheduler/in-process-queue.ts';
+import type { JobQueue } from '../scheduler/job-queue.ts';
+import { startWorker, type RunningWorker } from '../worker/worker.ts';
+
+export interface RunningRole {
+  grpcPort: number;
+  httpPort: number;
+  close(): Promise<void>;
+}
+
+function createQueue(config: Config, logger: Logger): JobQueue {
+  if (config.redis) {
+    return new BullmqJobQueue({ redisUrl: config.redis, maxAttempts: config.execution.maxAttempts, logger: logger.child({ component: 'queue' }) });
+  }
+  return new InProcessJobQueue({ maxAttempts: config.execution.maxAttempts, logger: logger.child({ component: 'queue' }) });
+}
+
+/**
+ * The storage nodes named by --cas: blobs sharded over all of them by digest, the ActionCache on
+ * the first. Completeness of cache entries is checked here, against the sharded CAS, because no
+ * single node sees all blobs.
+ */
+function remoteStorage(config: Config, logger: Logger): { blobs: BlobStore; actionCache: ActionCache; clients: StorageClients[] } {
+  if (config.cas.length === 0) throw new Error('no storage nodes: pass --cas HOST:PORT[,HOST:PORT]');
+  const clients = config.cas.map((address) => connectStorage(address, { maxMessageBytes: config.maxMessageBytes }));
+  const stores = clients.map((c) => ({ name: c.address, store: new RemoteBlobStore(c) }));
+  const blobs: BlobStore = stores.length === 1 ? stores[0]!.store : new ShardingBlobStore(stores);
+  const actionCache = new CompletenessCheckingActionCache(new RemoteActionCache(clients[0]!), blobs, logger);
+  return { blobs, actionCache, clients };
+}
+
+function executionServices(deps: Parameters<typeof executionService>[0]): ServiceList {
+  return [
+    [serviceDefinitions.Execution, executionService(deps)],
+    [serviceDefinitions.Operations, operationsService(deps)],
+  ] as ServiceList;
+}
+
+/** `reapi serve`: storage, scheduler and a local worker in one process. */
+export async function startServe(config: Config, logger: Logger, metrics = new Metrics()): Promise<RunningRole> {
+  const storage = await createStorage(config, metrics, logger);
+  const service = serviceContexts(metrics, logger);
+  const exec = config.execution.enabled;
+  const storageSvc = storageServices({ ...storage, config, service, execEnabled: exec });
+  const services = [...storageSvc.services];
+  let queue: JobQueue | undefined;
+  let worker: RunningWorker | undefined;
+  if (exec) {
+    queue = createQueue(config, logger);
+    services.push(...executionServices({ ...storage, queue, config, service }));
+    worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue });
+  }
+  const server = await startServer({ config, logger, metrics, services });
+  logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: exec }, 'reapi serve listening');
+  return {
+    ...server,
+    close: async () => {
+      await server.close();
+      await worker?.stop();
+      await queue?.close();
+      storageSvc.close();
+    },
+  };
+}
+
+/** `reapi cas`: a storage node. */
+export async function startCas(config: Config, logger: Logger): Promise<RunningRole> {
+  return startStorageNode(config, logger);
+}
+
+/** `reapi scheduler`: the whole REAPI surface; storage forwarded to the --cas nodes, jobs on Redis. */
+export async function startScheduler(config: Config, logger: Logger, metrics = new Metrics()): Promise<RunningRole> {
+  if (!config.redis) throw new Error('reapi scheduler needs --redis URL (or REDIS_URL)');
+  const { blobs, actionCache, clients } = remoteStorage(config, logger);
+  const queue = createQueue(config, logger);
+  const service = serviceContexts(metrics, logger);
+  const storageSvc = storageServices({ blobs, actionCache, config, service, execEnabled: true });
+  const services = [...storageSvc.services, ...executionServices({ blobs, actionCache, queue, config, service })];
+  const server = await startServer({ config, logger, metrics, services });
+  logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, cas: config.cas }, 'reapi scheduler listening');
+  return {
+    ...server,
+    close: async () => {
+      await server.close();
+      await queue.close();
+      storageSvc.close();
+      for (const c of clients) c.close();
+    },
+  };
+}
+
+/** `reapi worker`: takes jobs from Redis, reads and writes the --cas nodes. */
+export async function startWorkerRole(config: Config, logger: Logger, metrics = new Metrics()): Promise<RunningRole> {
+  if (!config.redis) throw new Error('reapi worker needs --redis URL (or REDIS_URL)');
+  const { blobs, actionCache, clients } = remoteStorage(config, logger);
+  const queue = createQueue(config, logger);
+  const worker = await startWorker({ config, logger, metrics, blobs, actionCache, queue });
+  const server = await startServer({ config, logger, metrics, services: [] });
+  return {
+    ...server,
+    close: async () => {
+      await worker.stop();
+      await queue.close();
+      await server.close();
+      for (const c of clients) c.close();
+    },
+  };
+}

@@ -1,0 +1,54 @@
+// One role's network face: the gRPC services on --port and /metrics, /healthz and /api routes on
+// --http-port.
+import type { Server as HttpServer } from 'node:http';
+import type * as grpc from '@grpc/grpc-js';
+import type { Config } from './config.ts';
+import { startGrpcServer, stopGrpcServer } from './grpc-server.ts';
+import { startHttpServer, type JsonRoute } from './http-server.ts';
+import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+
+export interface RunningServer {
+  grpcPort: number;
+  httpPort: number;
+  close(): Promise<void>;
+}
+
+export async function startServer(opts: {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  services: Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>;
+  routes?: Record<string, JsonRoute>;
+  health?: () => Promise<void>;
+}): Promise<RunningServer> {
+  const { config, logger, metrics } = opts;
+  const grpcServer = opts.services.length
+    ? await startGrpcServer({ host: config.listen, port: config.port, maxMessageBytes: config.maxMessageBytes, services: opts.services })
+    : undefined;
+  let http: HttpServer;
+  let httpPort: number;
+  try {
+    ({ server: http, port: httpPort } = await startHttpServer({
+      host: config.listen,
+      port: config.httpPort,
+      metrics,
+      logger,
+      routes: opts.routes,
+      health: opts.health,
+    }));
+  } catch (err) {
+    if (grpcServer) await stopGrpcServer(grpcServer.server, 0);
+    throw err;
+  }
+  return {
+    grpcPort: grpcServer?.port ?? 0,
+    httpPort,
+    close: async () => {
+      await Promise.all([
+        grpcServer ? stopGrpcServer(grpcServer.server) : Promise.resolve(),
+        new Promise<void>((r) => http.close(() => r())),
+      ]);
+    },
+  };
+}

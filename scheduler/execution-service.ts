@@ -1,0 +1,157 @@
+// Execution (Execute, WaitExecution) and Operations: the scheduler's client-facing half.
+// Execute checks the ActionCache, then merges with an identical in-flight action or enqueues,
+// and streams the operation's stages until it is done.
+import { randomUUID } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import type { ActionCache } from '../cas/action-cache.ts';
+import type { BlobStore } from '../cas/blob-store.ts';
+import type { Config } from '../common/config.ts';
+import { digestKey, validateDigest } from '../common/digest.ts';
+import { cancelled, failedPrecondition, invalidArgument, notFound, unimplemented } from '../common/errors.ts';
+import { requestLabels, serverStream, unary, type ServiceContext } from '../common/grpc.ts';
+import type { ExecutionHandlers, MessageInput, OperationsHandlers } from '../protos/index.ts';
+import { loadAction } from './action-loader.ts';
+import type { JobQueue } from './job-queue.ts';
+import { cachedOperation, operationMessage, type Operation } from './operation-message.ts';
+
+export interface ExecutionDeps {
+  blobs: BlobStore;
+  actionCache: ActionCache;
+  queue: JobQueue;
+  config: Config;
+  service: (name: string) => ServiceContext;
+}
+
+/** Stream an operation's updates until it is done or the client goes away. */
+function followOperation(
+  queue: JobQueue,
+  name: string,
+  send: (op: Operation) => Promise<void>,
+  call: grpc.ServerWritableStream<unknown, unknown>,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let lastStage = '';
+    let chain = Promise.resolve();
+    const stop = queue.watch(name, (state) => {
+      // Send each stage once (and the final state), in order.
+      const key = `${state.stage}/${state.done}`;
+      if (key === lastStage) return;
+      lastStage = key;
+      chain = chain
+        .then(() => send(operationMessage(state)))
+        .then(() => {
+          if (state.done) {
+            stop();
+            resolve();
+          }
+        })
+        .catch((err: unknown) => {
+          stop();
+          reject(err);
+        });
+    });
+    call.on('cancelled', () => {
+      // The operation keeps running: the client may come back with WaitExecution.
+      stop();
+      reject(cancelled('the client went away; the operation continues and can be awaited with WaitExecution'));
+    });
+  });
+}
+
+export function executionService(deps: ExecutionDeps): ExecutionHandlers {
+  const ctx = deps.service('Execution');
+  const { blobs, actionCache, queue, config } = deps;
+
+  return {
+    Execute: serverStream(ctx, 'Execute', async (req, send, call) => {
+      const actionDigest = validateDigest(req.action_digest, 'action_digest');
+      if (req.digest_function !== 'UNKNOWN' && req.digest_function !== 'SHA256') {
+        throw invalidArgument(`digest_function ${req.digest_function} is not supported (only SHA256)`);
+      }
+      const labels = requestLabels(call.metadata);
+      const loaded = await loadAction(blobs, actionDigest, config.execution);
+      const doNotCache = loaded.action.do_not_cache;
+
+      if (!req.skip_cache_lookup && !doNotCache) {
+        const hit = await actionCache.get(req.instance_name, actionDigest);
+        ctx.metrics.actionCacheRequests.inc({ instance: req.instance_name, result: hit ? 'hit' : 'miss' });
+        if (hit) {
+          await send(cachedOperation(`operations/cached-${randomUUID()}`, actionDigest, hit as MessageInput<'ActionResult'>));
+          return;
+        }
+      }
+
+      const unsatisfiable = await queue.unsatisfiable(loaded.platform);
+      if (unsatisfiable.length > 0) {
+        const asked = unsatisfiable.map((p) => `${p}=${loaded.platform[p] ?? ''}`).join(', ');
+        throw failedPrecondition(
+          `no worker can run platform properties ${asked} (action ${digestKey(actionDigest)}); ` +
+            'start a worker that offers them or change the exec_properties',
+        );
+      }
+
+      const priority = req.execution_policy?.priority ?? 0;
+      const { operationName, merged } = await queue.submit({
+        instanceName: req.instance_name,
+        actionDigest,
+        priority,
+        platform: loaded.platform,
+        doNotCache,
+        requestMetadata: { ...labels },
+      });
+      ctx.logger.debug({ operation: operationName, merged, action: actionDigest.hash, ...labels }, 'action queued');
+      await followOperation(queue, operationName, send, call as grpc.ServerWritableStream<unknown, unknown>);
+    }),
+
+    WaitExecution: serverStream(ctx, 'WaitExecution', async (req, send, call) => {
+      if (!(await queue.getOperation(req.name))) throw notFound(`operation "${req.name}" is unknown (or expired)`);
+      await followOperation(queue, req.name, send, call as grpc.ServerWritableStream<unknown, unknown>);
+    }),
+  };
+}
+
+export function operationsService(deps: Pick<ExecutionDeps, 'queue' | 'service'>): OperationsHandlers {
+  const ctx = deps.service('Operations');
+  const { queue } = deps;
+  const get = async (name: string) => {
+    const state = await queue.getOperation(name);
+    if (!state) throw notFound(`operation "${name}" is unknown (or expired)`);
+    return state;
+  };
+  return {
+    GetOperation: unary(ctx, 'GetOperation', async (req) => operationMessage(await get(req.name))),
+    ListOperations: unary(ctx, 'ListOperations', async () => {
+      throw unimplemented('ListOperations is not supported; use GetOperation with a name');
+    }),
+    DeleteOperation: unary(ctx, 'DeleteOperation', async () => {
+      throw unimplemented('DeleteOperation is not supported; finished operations expire on their own');
+    }),
+    CancelOperation: unary(ctx, 'CancelOperation', async (req) => {
+      await get(req.name);
+      await queue.cancel(req.name);
+      return {};
+    }),
+    WaitOperation: unary(ctx, 'WaitOperation', async (req) => {
+      await get(req.name);
+      const timeoutMs = req.timeout ? Number(req.timeout.seconds) * 1000 + req.timeout.nanos / 1e6 : 60_000;
+      return new Promise<Operation>((resolve) => {
+        let latest: Operation | undefined;
+        let finished = false;
+        let stop: (() => void) | undefined;
+        const finish = () => {
+          if (finished) return;
+          finished = true;
+          clearTimeout(timer);
+          stop?.();
+          resolve(latest!);
+        };
+        const timer = setTimeout(finish, timeoutMs);
+        stop = queue.watch(req.name, (state) => {
+          latest = operationMessage(state);
+          if (state.done) finish();
+        });
+        if (finished) stop();
+      });
+    }),
+  };
+}

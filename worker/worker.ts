@@ -1,0 +1,84 @@
+// A worker: registers with the JobQueue for the platforms it offers and runs each job it takes
+// with the action executor. `reapi worker` runs one against Redis; `reapi serve` runs one in its
+// own process against the in-process queue.
+import { createHash } from 'node:crypto';
+import { hostname, tmpdir, availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { ActionCache } from '../cas/action-cache.ts';
+import type { BlobStore } from '../cas/blob-store.ts';
+import type { Config } from '../common/config.ts';
+import type { Logger } from '../common/logger.ts';
+import type { Metrics } from '../common/metrics.ts';
+import type { JobQueue } from '../scheduler/job-queue.ts';
+import { createActionExecutor, prepareExecDir } from './action-executor.ts';
+import { LocalContentCache } from './content-cache.ts';
+import type { Runner } from './runner.ts';
+import { BwrapRunner } from './runners/bwrap-runner.ts';
+
+export interface WorkerDeps {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  blobs: BlobStore;
+  actionCache: ActionCache;
+  queue: JobQueue;
+  /** Default: a BwrapRunner. */
+  runner?: Runner;
+  name?: string;
+}
+
+export interface RunningWorker {
+  name: string;
+  cache: LocalContentCache;
+  stop(): Promise<void>;
+}
+
+/**
+ * Where exec roots and the content cache live unless configured. Under the system temp dir: the
+ * sandbox user must be able to traverse every parent of an exec root, which a checkout under a
+ * private home directory does not allow. Keyed by the data dir so two servers never share one.
+ */
+export function defaultWorkDir(config: Config): string {
+  const key = createHash('sha256').update(resolve(config.dataDir)).digest('hex').slice(0, 12);
+  return join(tmpdir(), `reapi-worker-${key}`);
+}
+
+export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
+  const { config, logger } = deps;
+  const workDir = resolve(config.worker.workDir ?? defaultWorkDir(config));
+  const name = deps.name ?? `${hostname()}:${process.pid}`;
+  const runner = deps.runner ?? new BwrapRunner();
+  if (runner instanceof BwrapRunner) {
+    const ready = await runner.ready();
+    logger.info({ sandboxUid: ready.user.uid, cgroups: ready.cgroups }, 'bwrap sandbox ready');
+  }
+  const cache = await LocalContentCache.open({
+    root: join(workDir, 'cache'),
+    maxBytes: config.worker.cacheMaxBytes,
+    remote: deps.blobs,
+    logger,
+  });
+  const execDir = await prepareExecDir(workDir);
+  const concurrency = config.worker.concurrency ?? availableParallelism();
+  const handler = createActionExecutor({
+    workerName: name,
+    blobs: deps.blobs,
+    actionCache: deps.actionCache,
+    cache,
+    runner,
+    execDir,
+    config,
+    metrics: deps.metrics,
+    logger: logger.child({ worker: name }),
+  });
+  const stopWork = await deps.queue.work({ name, platform: config.worker.platform, concurrency }, handler);
+  logger.info({ worker: name, workDir, concurrency, platform: config.worker.platform, runner: runner.name }, 'worker taking jobs');
+  return {
+    name,
+    cache,
+    stop: async () => {
+      await stopWork();
+      if (runner instanceof BwrapRunner) await runner.dispose();
+    },
+  };
+}
