@@ -9,8 +9,10 @@ want_test=0
 [[ "${1:-}" == "--test" ]] && want_test=1
 
 if [[ ! -d node_modules/@grpc/grpc-js || ! -d node_modules/tsx || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  echo "bootstrap: installing npm packages (npm ci)" >&2
-  npm ci --no-audit --no-fund --foreground-scripts >&2
+  # `npm install` rather than `npm ci`: npm 11 wrongly reports lockfiles with optional
+  # platform packages (msgpackr-extract's) as out of sync; the lockfile still pins versions.
+  echo "bootstrap: installing npm packages" >&2
+  npm install --no-audit --no-fund >&2
 fi
 
 # Debian packages: command -> package.
