@@ -232,13 +232,15 @@ export interface StartServerOptions {
   args?: string[];
   logLevel?: string;
   timeoutMs?: number;
+  /** The `reapi` entry point; default $BENCH_REAPI_BIN or this checkout's bin/reapi.mjs (set it to compare checkouts). */
+  bin?: string;
 }
 
 /** `node bin/reapi.mjs serve` on free ports; resolves once it printed its listening line. */
 export async function startServer(opts: StartServerOptions): Promise<ServerHandle> {
   const argv = [
     ...(opts.nodeArgs ?? []),
-    join(REPO_ROOT, 'bin', 'reapi.mjs'),
+    opts.bin ?? process.env.BENCH_REAPI_BIN ?? join(REPO_ROOT, 'bin', 'reapi.mjs'),
     'serve',
     '--listen', '127.0.0.1',
     '--port', '0',
@@ -306,6 +308,18 @@ export async function startServer(opts: StartServerOptions): Promise<ServerHandl
       clearTimeout(timer);
     },
   };
+}
+
+/** Numeric samples from a Prometheus /metrics endpoint (labels kept in the key), e.g. the server's heap. */
+export async function scrapeMetrics(httpPort: number, prefix = ''): Promise<Record<string, number>> {
+  const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
+  const out: Record<string, number> = {};
+  for (const line of (await res.text()).split('\n')) {
+    if (!line || line.startsWith('#') || !line.startsWith(prefix)) continue;
+    const i = line.lastIndexOf(' ');
+    out[line.slice(0, i)] = Number(line.slice(i + 1));
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

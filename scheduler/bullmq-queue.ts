@@ -22,11 +22,14 @@
 //           <p>:cancel (operation name to abort),
 //           <p>:platform-added (name of a new platform queue).
 //
-// Redis client: ioredis is not installed here, so this file carries a small RESP2 client
-// (`RespClient`) that BullMQ drives through its Bun-client adapter (`createBunRedisClient`).
+// Redis client: ioredis (BullMQ's supported client), `redis://` and `rediss://` URLs. Each
+// instance holds three connections of its own: commands (our state; the Lua scripts below are
+// ioredis custom commands, EVALSHA with an EVAL fallback), pub/sub (resubscribes by itself after a
+// reconnect) and one shared by the BullMQ queues (`maxRetriesPerRequest: null`, as BullMQ
+// requires); every BullMQ Worker duplicates the latter for its own connections.
 import { createHash, randomUUID } from 'node:crypto';
-import { createConnection, type Socket } from 'node:net';
-import { createBunRedisClient, Queue, Worker, type IRedisClient, type Job } from 'bullmq';
+import { Queue, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
 import { digestKey } from '../common/digest.ts';
 import { Status } from '../common/errors.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
@@ -44,293 +47,24 @@ import type {
 import { platformKey, satisfies, unsatisfiableProperties } from './platform.ts';
 
 // ---------------------------------------------------------------------------------------------
-// A minimal RESP2 client
+// Lua scripts, defined on the command connection as ioredis custom commands
 // ---------------------------------------------------------------------------------------------
 
-export type RespArg = string | number | Buffer;
-export type Reply = string | number | null | ReplyError | Reply[];
+type ScriptArg = string | number;
 
-/** An error reply from Redis (e.g. NOSCRIPT, WRONGTYPE). */
-export class ReplyError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ReplyError';
-  }
+/** The scripts below, as methods of the command connection: keys first, then ARGV. */
+interface ScriptCommands {
+  submitOp(...keysAndArgs: ScriptArg[]): Promise<[string, number]>;
+  deliverJob(...keysAndArgs: ScriptArg[]): Promise<(string | number)[]>;
+  updateOp(...keysAndArgs: ScriptArg[]): Promise<number>;
+  finishOp(...keysAndArgs: ScriptArg[]): Promise<number>;
 }
 
-const CRLF = Buffer.from('\r\n');
-
-function encodeCommand(cmd: string, args: readonly RespArg[]): Buffer {
-  const parts: Buffer[] = [Buffer.from(`*${args.length + 1}\r\n$${Buffer.byteLength(cmd)}\r\n${cmd}\r\n`)];
-  for (const a of args) {
-    const b = Buffer.isBuffer(a) ? a : Buffer.from(String(a));
-    parts.push(Buffer.from(`$${b.length}\r\n`), b, CRLF);
-  }
-  return Buffer.concat(parts);
-}
-
-/** Parse one reply at `pos`; undefined when the buffer does not hold all of it yet. */
-function parseReply(buf: Buffer, pos: number): { value: Reply; end: number } | undefined {
-  if (pos >= buf.length) return undefined;
-  const nl = buf.indexOf(CRLF, pos);
-  if (nl < 0) return undefined;
-  const type = buf[pos];
-  const line = buf.toString('utf8', pos + 1, nl);
-  switch (type) {
-    case 0x2b: // +
-      return { value: line, end: nl + 2 };
-    case 0x2d: // -
-      return { value: new ReplyError(line), end: nl + 2 };
-    case 0x3a: // :
-      return { value: Number(line), end: nl + 2 };
-    case 0x24: {
-      // $
-      const n = Number(line);
-      if (n < 0) return { value: null, end: nl + 2 };
-      const start = nl + 2;
-      if (buf.length < start + n + 2) return undefined;
-      return { value: buf.toString('utf8', start, start + n), end: start + n + 2 };
-    }
-    case 0x2a: {
-      // *
-      const n = Number(line);
-      if (n < 0) return { value: null, end: nl + 2 };
-      const out: Reply[] = [];
-      let p = nl + 2;
-      for (let i = 0; i < n; i++) {
-        const r = parseReply(buf, p);
-        if (!r) return undefined;
-        out.push(r.value);
-        p = r.end;
-      }
-      return { value: out, end: p };
-    }
-    default:
-      throw new Error(`unexpected RESP reply type 0x${(type ?? 0).toString(16)}`);
-  }
-}
-
-interface RedisTarget {
-  host: string;
-  port: number;
-  username?: string;
-  password?: string;
-  db: number;
-}
-
-/** `redis://[[user]:password@]host[:port][/db]` (no TLS). */
-export function parseRedisUrl(url: string): RedisTarget {
-  const u = new URL(url);
-  if (u.protocol !== 'redis:') throw new Error(`unsupported Redis URL ${url}: only redis:// is supported`);
-  const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0;
-  if (!Number.isInteger(db) || db < 0) throw new Error(`bad database number in Redis URL ${url}`);
-  return {
-    host: u.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
-    port: u.port ? Number(u.port) : 6379,
-    username: u.username ? decodeURIComponent(u.username) : undefined,
-    password: u.password ? decodeURIComponent(u.password) : undefined,
-    db,
-  };
-}
-
-/**
- * One Redis connection speaking RESP2; connects on first use. Shaped like Bun's `RedisClient`
- * (`send`, `connect`, `close`, `connected`, `onconnect`, `onclose`, `duplicate`) so BullMQ can
- * drive it through `createBunRedisClient`. A client that lost its connection reconnects on the
- * next command; one that was `close()`d stays closed.
- */
-export class RespClient {
-  connected = false;
-  onconnect: ((...args: unknown[]) => void) | null = null;
-  onclose: ((err?: Error) => void) | null = null;
-  onerror: ((err: Error) => void) | null = null;
-  /** Pub/sub messages, once `subscribe` was called. */
-  onmessage: ((channel: string, message: string) => void) | null = null;
-  readonly url: string;
-  private readonly target: RedisTarget;
-  private socket: Socket | undefined;
-  private connecting: Promise<void> | undefined;
-  private pending: { resolve: (v: Reply) => void; reject: (e: Error) => void }[] = [];
-  private buf: Buffer = Buffer.alloc(0);
-  private closing = false;
-  private subscribed = false;
-  private lastError: Error | undefined;
-
-  constructor(url: string) {
-    this.url = url;
-    this.target = parseRedisUrl(url);
-  }
-
-  connect(): Promise<void> {
-    if (this.connected) return Promise.resolve();
-    this.connecting ??= this.open().finally(() => {
-      this.connecting = undefined;
-    });
-    return this.connecting;
-  }
-
-  private open(): Promise<void> {
-    this.closing = false;
-    const { host, port, username, password, db } = this.target;
-    return new Promise<void>((resolve, reject) => {
-      const sock = createConnection({ host, port });
-      sock.setNoDelay(true);
-      const fail = (err: Error) => {
-        sock.destroy();
-        reject(err);
-      };
-      sock.once('error', fail);
-      sock.once('connect', () => {
-        sock.off('error', fail);
-        if (this.closing) {
-          sock.destroy();
-          reject(new Error('Connection closed'));
-          return;
-        }
-        this.socket = sock;
-        this.buf = Buffer.alloc(0);
-        this.connected = true;
-        this.lastError = undefined;
-        sock.on('data', (d: Buffer) => this.onData(d));
-        sock.on('error', (err) => {
-          this.lastError = err;
-        });
-        sock.on('close', () => this.onSocketClose(sock));
-        const setup: Promise<Reply>[] = [];
-        if (password !== undefined) setup.push(this.write('AUTH', username ? [username, password] : [password]));
-        if (db) setup.push(this.write('SELECT', [db]));
-        Promise.all(setup).then(
-          () => {
-            this.onconnect?.();
-            resolve();
-          },
-          (err: Error) => {
-            sock.destroy();
-            reject(err);
-          },
-        );
-      });
-    });
-  }
-
-  send(cmd: string, args: readonly RespArg[] = []): Promise<any> {
-    if (this.closing) return Promise.reject(new Error('Connection closed'));
-    if (this.connected && this.socket) return this.write(cmd, args);
-    return this.connect().then(() => this.send(cmd, args));
-  }
-
-  private write(cmd: string, args: readonly RespArg[]): Promise<Reply> {
-    const sock = this.socket;
-    if (!sock) return Promise.reject(new Error('Connection closed'));
-    return new Promise<Reply>((resolve, reject) => {
-      this.pending.push({ resolve, reject });
-      sock.write(encodeCommand(cmd, args));
-    });
-  }
-
-  /** Enter pub/sub mode on this connection and subscribe to one channel. */
-  subscribe(channel: string): Promise<unknown> {
-    this.subscribed = true;
-    return this.send('SUBSCRIBE', [channel]);
-  }
-
-  private onData(d: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-    let pos = 0;
-    for (;;) {
-      let r: { value: Reply; end: number } | undefined;
-      try {
-        r = parseReply(this.buf, pos);
-      } catch (err) {
-        this.lastError = err as Error;
-        this.socket?.destroy();
-        return;
-      }
-      if (!r) break;
-      pos = r.end;
-      this.dispatch(r.value);
-    }
-    this.buf = pos >= this.buf.length ? Buffer.alloc(0) : this.buf.subarray(pos);
-  }
-
-  private dispatch(value: Reply): void {
-    if (this.subscribed && Array.isArray(value) && value[0] === 'message') {
-      try {
-        this.onmessage?.(String(value[1]), String(value[2]));
-      } catch {
-        // a listener's problem, not the connection's
-      }
-      return;
-    }
-    const p = this.pending.shift();
-    if (!p) return;
-    if (value instanceof ReplyError) p.reject(value);
-    else p.resolve(value);
-  }
-
-  private onSocketClose(sock: Socket): void {
-    if (this.socket !== sock) return;
-    this.socket = undefined;
-    this.connected = false;
-    this.subscribed = false;
-    const pending = this.pending;
-    this.pending = [];
-    const err = new Error('Connection closed');
-    for (const p of pending) p.reject(err);
-    if (this.closing) this.onclose?.();
-    else this.onclose?.(this.lastError ?? new Error('Connection closed unexpectedly'));
-  }
-
-  close(): void {
-    this.closing = true;
-    this.connected = false;
-    const sock = this.socket;
-    if (!sock) return;
-    sock.end();
-    const t = setTimeout(() => sock.destroy(), 1000);
-    t.unref();
-    sock.once('close', () => clearTimeout(t));
-  }
-
-  duplicate(): Promise<this> {
-    return Promise.resolve(new RespClient(this.url) as this);
-  }
-
-  get(key: string): Promise<string | null> {
-    return this.send('GET', [key]);
-  }
-
-  smembers(key: string): Promise<string[]> {
-    return this.send('SMEMBERS', [key]);
-  }
-
-  incr(key: string): Promise<number> {
-    return this.send('INCR', [key]);
-  }
-}
-
-/** A Lua script run with EVALSHA, falling back to EVAL the first time. */
-class Script {
-  private readonly sha: string;
-  constructor(private readonly lua: string) {
-    this.sha = createHash('sha1').update(lua).digest('hex');
-  }
-
-  async run(c: RespClient, keys: string[], args: RespArg[]): Promise<Reply> {
-    try {
-      return await c.send('EVALSHA', [this.sha, keys.length, ...keys, ...args]);
-    } catch (err) {
-      if (err instanceof ReplyError && err.message.startsWith('NOSCRIPT')) {
-        return c.send('EVAL', [this.lua, keys.length, ...keys, ...args]);
-      }
-      throw err;
-    }
-  }
-}
+type CommandClient = Redis & ScriptCommands;
 
 // KEYS: op key, merge key (op key again when not mergeable), platforms hash.
 // ARGV: op name, '1' when mergeable, op key prefix, ttl ms, queue name, platform JSON, fields...
-const SUBMIT = new Script(`
+const SUBMIT_LUA = `
 if ARGV[2] == '1' then
   local existing = redis.call('GET', KEYS[2])
   if existing and redis.call('HGET', ARGV[3] .. existing, 'done') == '0' then
@@ -342,7 +76,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local added = redis.call('HSETNX', KEYS[3], ARGV[5], ARGV[6])
 return {'', added}
-`);
+`;
 
 // Every change of an operation bumps its `ver` and publishes the change itself on the events
 // channel, as JSON {name, ver, stage, worker, updatedAt, done}, so watchers see every stage even
@@ -350,7 +84,7 @@ return {'', added}
 
 // KEYS: op key. ARGV: worker, now, events channel, op name.
 // Counts a delivery; a job delivered again (its worker died) goes back to QUEUED.
-const DELIVER = new Script(`
+const DELIVER_LUA = `
 local f = redis.call('HMGET', KEYS[1], 'done', 'job', 'lastWorker', 'stage', 'queuedAt')
 if not f[1] then return {'gone'} end
 if f[1] == '1' then return {'done'} end
@@ -362,20 +96,20 @@ if f[4] ~= 'QUEUED' then
   redis.call('PUBLISH', ARGV[3], cjson.encode({name = ARGV[4], ver = v, stage = 'QUEUED', worker = '', updatedAt = tonumber(ARGV[2]), done = false}))
 end
 return {'ok', n, f[2], f[3] or '', f[5] or '0'}
-`);
+`;
 
 // KEYS: op key. ARGV: events channel, op name, stage, worker, now. Only while not done.
-const UPDATE = new Script(`
+const UPDATE_LUA = `
 if redis.call('HGET', KEYS[1], 'done') ~= '0' then return 0 end
 local v = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('HSET', KEYS[1], 'stage', ARGV[3], 'worker', ARGV[4], 'updatedAt', ARGV[5])
 redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[2], ver = v, stage = ARGV[3], worker = ARGV[4], updatedAt = tonumber(ARGV[5]), done = false}))
 return 1
-`);
+`;
 
 // KEYS: op key. ARGV: events channel, op name, ttl ms, merge key prefix, now, fields...
 // The first finisher wins; frees the merge key when it still names this operation.
-const FINISH = new Script(`
+const FINISH_LUA = `
 local f = redis.call('HMGET', KEYS[1], 'done', 'mergeKey', 'worker')
 if f[1] ~= '0' then return 0 end
 local v = redis.call('HINCRBY', KEYS[1], 'ver', 1)
@@ -387,7 +121,14 @@ if f[2] and f[2] ~= '' then
 end
 redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[2], ver = v, stage = 'COMPLETED', worker = f[3] or '', updatedAt = tonumber(ARGV[5]), done = true}))
 return 1
-`);
+`;
+
+const SCRIPTS: Record<keyof ScriptCommands, { numberOfKeys: number; lua: string }> = {
+  submitOp: { numberOfKeys: 3, lua: SUBMIT_LUA },
+  deliverJob: { numberOfKeys: 1, lua: DELIVER_LUA },
+  updateOp: { numberOfKeys: 1, lua: UPDATE_LUA },
+  finishOp: { numberOfKeys: 1, lua: FINISH_LUA },
+};
 
 // ---------------------------------------------------------------------------------------------
 // The queue
@@ -408,7 +149,7 @@ export function bullPriority(reapiPriority: number): number {
 }
 
 export interface BullmqJobQueueOptions {
-  /** `redis://[[user]:password@]host[:port][/db]`. */
+  /** `redis://[[user]:password@]host[:port][/db]`, or `rediss://...` for TLS (as ioredis reads it). */
   redisUrl: string;
   /** Prefix of every key and channel (default 'reapi'). */
   prefix?: string;
@@ -483,12 +224,6 @@ interface Session {
   rescanAgain: boolean;
 }
 
-function toRecord(flat: unknown): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (Array.isArray(flat)) for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1]);
-  return out;
-}
-
 function decodeOp(h: Record<string, string>): OperationState | undefined {
   if (!h.name || !h.job) return undefined;
   const st: OperationState = {
@@ -507,6 +242,24 @@ function decodeOp(h: Record<string, string>): OperationState | undefined {
 
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Quit a connection (pending replies first); drop it when that takes over a second. */
+async function quit(c: Redis): Promise<void> {
+  if (c.status === 'end') return;
+  if (c.status === 'wait' || c.status === 'reconnecting') {
+    c.disconnect(); // never connected (lazyConnect), or Redis is unreachable: nothing to wait for
+    return;
+  }
+  const t = setTimeout(() => c.disconnect(), 1000);
+  t.unref();
+  try {
+    await c.quit();
+  } catch {
+    c.disconnect();
+  } finally {
+    clearTimeout(t);
+  }
 }
 
 /**
@@ -529,14 +282,13 @@ export class BullmqJobQueue implements JobQueue {
   private readonly drainDelaySec: number;
   private readonly log: Logger;
 
-  private readonly cmd: RespClient;
-  private sub: RespClient | undefined;
+  private readonly cmd: CommandClient;
+  private sub: Redis | undefined;
   private subReady: Promise<void> | undefined;
-  private bull: IRedisClient | undefined;
+  private bull: Redis | undefined;
   private readonly queues = new Map<string, Queue>();
   private readonly watchers = new Map<string, Set<Watcher>>();
   private readonly sessions = new Set<Session>();
-  private readonly timers = new Set<NodeJS.Timeout>();
   private pollTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -557,7 +309,10 @@ export class BullmqJobQueue implements JobQueue {
     this.watchPollMs = opts.watchPollMs ?? 10_000;
     this.drainDelaySec = opts.drainDelaySec ?? 5;
     this.log = opts.logger ?? silentLogger;
-    this.cmd = new RespClient(this.url);
+    // lazyConnect: connections open on first use, as before
+    this.cmd = new Redis(this.url, { lazyConnect: true }) as CommandClient;
+    for (const [name, def] of Object.entries(SCRIPTS)) this.cmd.defineCommand(name, def);
+    this.cmd.on('error', (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'redis connection error'));
     this.chEvents = `${this.prefix}:events`;
     this.chCancel = `${this.prefix}:cancel`;
     this.chPlatforms = `${this.prefix}:platform-added`;
@@ -601,7 +356,7 @@ export class BullmqJobQueue implements JobQueue {
           .update(`${job.instanceName}\n${digestKey(job.actionDigest)}\n${platformKey(job.platform)}`)
           .digest('hex');
     const now = String(Date.now());
-    const fields: RespArg[] = [
+    const fields: ScriptArg[] = [
       'name', name,
       'job', JSON.stringify(job),
       'stage', 'QUEUED',
@@ -615,13 +370,20 @@ export class BullmqJobQueue implements JobQueue {
       'ver', '0',
     ];
     const opKey = this.opKey(name);
-    const r = (await SUBMIT.run(
-      this.cmd,
-      [opKey, mergeHash ? this.mergePrefix + mergeHash : opKey, this.platformsKey],
-      [name, mergeHash ? '1' : '0', `${this.prefix}:op:`, this.inFlightTtlMs, queue, JSON.stringify(job.platform), ...fields],
-    )) as [string, number];
+    const r = await this.cmd.submitOp(
+      opKey,
+      mergeHash ? this.mergePrefix + mergeHash : opKey,
+      this.platformsKey,
+      name,
+      mergeHash ? '1' : '0',
+      `${this.prefix}:op:`,
+      this.inFlightTtlMs,
+      queue,
+      JSON.stringify(job.platform),
+      ...fields,
+    );
     if (r[0]) return { operationName: r[0], merged: true };
-    if (r[1] === 1) await this.cmd.send('PUBLISH', [this.chPlatforms, queue]);
+    if (r[1] === 1) await this.cmd.publish(this.chPlatforms, queue);
     try {
       await this.queue(queue).add(
         'action',
@@ -643,7 +405,7 @@ export class BullmqJobQueue implements JobQueue {
 
   async getOperation(name: string): Promise<OperationState | undefined> {
     this.assertOpen();
-    return decodeOp(toRecord(await this.cmd.send('HGETALL', [this.opKey(name)])));
+    return decodeOp(await this.cmd.hgetall(this.opKey(name)));
   }
 
   watch(name: string, onUpdate: (state: OperationState) => void): () => void {
@@ -668,7 +430,7 @@ export class BullmqJobQueue implements JobQueue {
 
   async cancel(name: string): Promise<boolean> {
     this.assertOpen();
-    const h = toRecord(await this.cmd.send('HGETALL', [this.opKey(name)]));
+    const h = await this.cmd.hgetall(this.opKey(name));
     if (!h.name || h.done !== '0') return false;
     if (h.queue && h.jobId) {
       try {
@@ -678,15 +440,15 @@ export class BullmqJobQueue implements JobQueue {
       }
     }
     const ok = await this.finish(name, { error: { code: Status.CANCELLED, message: `operation ${name} was cancelled` } });
-    await this.cmd.send('PUBLISH', [this.chCancel, name]);
+    await this.cmd.publish(this.chCancel, name);
     return ok;
   }
 
   async unsatisfiable(platform: PlatformProperties): Promise<string[]> {
     this.assertOpen();
     // Liveness is the registration key's Redis-side expiry (no clock skew); the zset only lists names.
-    const names = (await this.cmd.send('ZRANGE', [this.workersKey, 0, -1])) as string[];
-    const regs = names.length ? ((await this.cmd.send('MGET', names.map((n) => this.workerKey(n)))) as (string | null)[]) : [];
+    const names = await this.cmd.zrange(this.workersKey, 0, -1);
+    const regs = names.length ? await this.cmd.mget(names.map((n) => this.workerKey(n))) : [];
     const platforms: PlatformProperties[] = [];
     const dead: string[] = [];
     for (const [i, r] of regs.entries()) {
@@ -700,7 +462,7 @@ export class BullmqJobQueue implements JobQueue {
         // not ours
       }
     }
-    if (dead.length) await this.cmd.send('ZREM', [this.workersKey, ...dead]);
+    if (dead.length) await this.cmd.zrem(this.workersKey, ...dead);
     return unsatisfiableProperties(platforms, platform);
   }
 
@@ -736,29 +498,23 @@ export class BullmqJobQueue implements JobQueue {
 
   /**
    * Stop this instance: workers stop at once (running handlers see their signal aborted and their
-   * jobs are re-delivered elsewhere once the lock expires), connections close. Operation state
-   * stays in Redis for other instances.
+   * jobs are re-delivered elsewhere once the lock expires), every connection quits. Operation
+   * state stays in Redis for other instances.
    */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.pollTimer = undefined;
     this.watchers.clear();
     await Promise.allSettled([...this.sessions].map((s) => this.stopSession(s, true)));
     await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
     this.queues.clear();
-    if (this.bull) {
-      try {
-        await this.bull.quit();
-      } catch {
-        // closing anyway
-      }
-    }
-    this.sub?.close();
-    this.cmd.close();
+    // the queues leave the connection they share open: it is ours
+    await Promise.allSettled([this.bull, this.sub, this.cmd].map((c) => c && quit(c)));
+    this.bull = undefined;
+    this.sub = undefined;
+    this.subReady = undefined;
   }
 
   // --- internals: state ---
@@ -768,21 +524,21 @@ export class BullmqJobQueue implements JobQueue {
   }
 
   private async finish(name: string, result: { response?: Buffer; error?: { code: number; message: string } }): Promise<boolean> {
-    const fields: RespArg[] = [];
+    const fields: ScriptArg[] = [];
     if (result.response) fields.push('response', result.response.toString('base64'));
     if (result.error) fields.push('error', JSON.stringify(result.error));
-    const r = await FINISH.run(this.cmd, [this.opKey(name)], [this.chEvents, name, this.doneTtlMs, this.mergePrefix, Date.now(), ...fields]);
+    const r = await this.cmd.finishOp(this.opKey(name), this.chEvents, name, this.doneTtlMs, this.mergePrefix, Date.now(), ...fields);
     return r === 1;
   }
 
   private async update(name: string, stage: Stage, worker: string): Promise<boolean> {
-    const r = await UPDATE.run(this.cmd, [this.opKey(name)], [this.chEvents, name, stage, worker, Date.now()]);
+    const r = await this.cmd.updateOp(this.opKey(name), this.chEvents, name, stage, worker, Date.now());
     return r === 1;
   }
 
   /** The operation and its version, for watchers. */
   private async readOp(name: string): Promise<{ state: OperationState; ver: number } | undefined> {
-    const h = toRecord(await this.cmd.send('HGETALL', [this.opKey(name)]));
+    const h = await this.cmd.hgetall(this.opKey(name));
     const state = decodeOp(h);
     return state && { state, ver: Number(h.ver ?? 0) };
   }
@@ -797,10 +553,10 @@ export class BullmqJobQueue implements JobQueue {
     return q;
   }
 
-  /** The connection BullMQ queues share; workers duplicate it. */
-  private bullClient(): IRedisClient {
+  /** The connection BullMQ queues share; workers duplicate it (so it must not retry-limit commands). */
+  private bullClient(): Redis {
     if (!this.bull) {
-      this.bull = createBunRedisClient(new RespClient(this.url));
+      this.bull = new Redis(this.url, { maxRetriesPerRequest: null, lazyConnect: true });
       this.bull.on('error', (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'redis connection error'));
     }
     return this.bull;
@@ -810,46 +566,38 @@ export class BullmqJobQueue implements JobQueue {
 
   private ensureSub(): Promise<void> {
     if (this.subReady) return this.subReady;
-    const sub = new RespClient(this.url);
-    sub.onmessage = (channel, message) => this.onMessage(channel, message);
-    sub.onclose = (err) => {
-      if (!err || this.closed || this.sub !== sub) return;
-      this.log.warn({ err: errorMessage(err) }, 'lost the pub/sub connection; resubscribing');
-      this.sub = undefined;
-      this.subReady = undefined;
-      this.resubscribeLater();
-    };
+    const channels = [this.chEvents, this.chCancel, this.chPlatforms];
+    const sub = new Redis(this.url, { lazyConnect: true });
+    let subscribed = false;
+    sub.on('message', (channel: string, message: string) => this.onMessage(channel, message));
+    sub.on('error', (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'pub/sub connection error'));
+    sub.on('ready', () => {
+      if (!subscribed || this.closed || this.sub !== sub) return;
+      // A reconnect: ioredis has just resubscribed by itself. Once a SUBSCRIBE round trip on this
+      // connection says that took effect, catch up on what was published while we were away.
+      this.log.warn('pub/sub connection restored; catching up');
+      sub.subscribe(...channels).then(
+        () => {
+          if (this.closed || this.sub !== sub) return;
+          for (const set of this.watchers.values()) for (const w of set) this.refresh(w);
+          for (const s of this.sessions) this.rescan(s).catch(() => {});
+        },
+        (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not resubscribe'),
+      );
+    });
     this.sub = sub;
-    const ready = (async () => {
-      for (const ch of [this.chEvents, this.chCancel, this.chPlatforms]) await sub.subscribe(ch);
-    })();
+    const ready = sub.subscribe(...channels).then(() => {
+      subscribed = true;
+    });
     this.subReady = ready;
     ready.catch(() => {
       if (this.sub === sub) {
         this.sub = undefined;
         this.subReady = undefined;
-        sub.close();
+        sub.disconnect();
       }
     });
     return ready;
-  }
-
-  private resubscribeLater(): void {
-    if (this.closed) return;
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      if (this.closed) return;
-      this.ensureSub().then(
-        () => {
-          // catch up on what was published while we were away
-          for (const set of this.watchers.values()) for (const w of set) this.refresh(w);
-          for (const s of this.sessions) this.rescan(s).catch(() => {});
-        },
-        () => this.resubscribeLater(),
-      );
-    }, 1000);
-    t.unref();
-    this.timers.add(t);
   }
 
   private onMessage(channel: string, message: string): void {
@@ -930,8 +678,8 @@ export class BullmqJobQueue implements JobQueue {
     if (s.stopping) return;
     const now = Date.now();
     await Promise.all([
-      this.cmd.send('ZADD', [this.workersKey, now, s.reg.name]),
-      this.cmd.send('SET', [this.workerKey(s.reg.name), JSON.stringify({ platform: s.reg.platform, concurrency: s.reg.concurrency }), 'PX', this.workerTtlMs]),
+      this.cmd.zadd(this.workersKey, now, s.reg.name),
+      this.cmd.set(this.workerKey(s.reg.name), JSON.stringify({ platform: s.reg.platform, concurrency: s.reg.concurrency }), 'PX', this.workerTtlMs),
     ]);
   }
 
@@ -945,7 +693,7 @@ export class BullmqJobQueue implements JobQueue {
       do {
         s.rescanAgain = false;
         if (s.stopping) return;
-        const all = toRecord(await this.cmd.send('HGETALL', [this.platformsKey]));
+        const all = await this.cmd.hgetall(this.platformsKey);
         for (const [queue, json] of Object.entries(all)) {
           if (s.stopping || s.workers.has(queue)) continue;
           let platform: PlatformProperties;
@@ -995,10 +743,10 @@ export class BullmqJobQueue implements JobQueue {
     await Promise.allSettled([...s.workers.values()].map((w) => w.close(force)));
     s.workers.clear();
     this.sessions.delete(s);
-    await Promise.allSettled([
-      this.cmd.send('ZREM', [this.workersKey, s.reg.name]),
-      this.cmd.send('DEL', [this.workerKey(s.reg.name)]),
-    ]);
+    // Best effort (the registration expires after workerTtlMs anyway): while Redis is unreachable,
+    // do not wait out ioredis' reconnect attempts.
+    const cleanup = Promise.allSettled([this.cmd.zrem(this.workersKey, s.reg.name), this.cmd.del(this.workerKey(s.reg.name))]);
+    if (this.cmd.status === 'ready') await cleanup;
   }
 
   private exhausted(job: JobSpec, deliveries: number, lastWorker: string, lastError?: string): string {
@@ -1016,7 +764,7 @@ export class BullmqJobQueue implements JobQueue {
     const name = (job.data as { operationName?: unknown } | undefined)?.operationName;
     if (typeof name !== 'string') return;
     if (s.forced) return abandon();
-    const d = (await DELIVER.run(this.cmd, [this.opKey(name)], [s.reg.name, Date.now(), this.chEvents, name])) as Reply[];
+    const d = await this.cmd.deliverJob(this.opKey(name), s.reg.name, Date.now(), this.chEvents, name);
     if (d[0] !== 'ok') return; // cancelled, or expired
     const deliveries = Number(d[1]);
     const spec = JSON.parse(String(d[2])) as JobSpec;
@@ -1034,7 +782,7 @@ export class BullmqJobQueue implements JobQueue {
     try {
       if (s.forced) return abandon();
       // a cancel published before we were listening for it
-      if ((await this.cmd.send('HGET', [this.opKey(name), 'done'])) !== '0') return;
+      if ((await this.cmd.hget(this.opKey(name), 'done')) !== '0') return;
       const ctx: JobContext = {
         operationName: name,
         job: spec,
@@ -1052,7 +800,7 @@ export class BullmqJobQueue implements JobQueue {
       } catch (err) {
         if (s.forced) return abandon();
         if (controller.signal.aborted) return;
-        if ((await this.cmd.send('HGET', [this.opKey(name), 'done'])) !== '0') return;
+        if ((await this.cmd.hget(this.opKey(name), 'done')) !== '0') return;
         const message = errorMessage(err);
         this.log.warn({ operation: name, worker: s.reg.name, attempt: deliveries - 1, err: message }, 'job handler failed');
         if (deliveries >= this.maxAttempts) {
