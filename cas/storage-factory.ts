@@ -35,5 +35,6 @@ export async function createStorage(config: Config, metrics: Metrics, logger: Lo
     });
     actionCache = new DiskActionCache(join(config.dataDir, 'ac'));
   }
-  return { blobs, actionCache: new CompletenessCheckingActionCache(actionCache, blobs, logger) };
+  if (config.actionCache.checkCompleteness) actionCache = new CompletenessCheckingActionCache(actionCache, blobs, logger);
+  return { blobs, actionCache };
 }

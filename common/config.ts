@@ -41,6 +41,12 @@ export const configSchema = z
          * PERMISSION_DENIED. Storage-only deployments (remote cache) need `allow`.
          */
         clientWrites: z.enum(['allow', 'deny']).default('allow'),
+        /**
+         * Serve an entry only while all its blobs are in this node's CAS. Turn off on storage nodes
+         * behind a scheduler with several --cas nodes: blobs are sharded, and the scheduler checks
+         * completeness against all of them.
+         */
+        checkCompleteness: z.boolean().default(true),
         /** Largest total of inlined stdout/stderr/output files in one GetActionResult. */
         maxInlineBytes: sizeBytes.default(1024 * 1024),
       })
