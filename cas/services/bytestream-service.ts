@@ -147,6 +147,9 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
       if (req.read_offset > digest.size_bytes) {
         throw outOfRange(`read_offset ${req.read_offset} is past the end of ${digest.hash} (${digest.size_bytes} bytes)`);
       }
+      if (resource.compressor !== 'identity' && req.read_limit !== 0) {
+        throw invalidArgument('read_limit must be 0 when reading compressed-blobs (REAPI: the limit cannot apply to compressed data)');
+      }
       const stream = await blobs.read(digest, req.read_offset, req.read_limit);
       const encoder = resource.compressor === 'zstd' ? new ZstdEncoder() : undefined;
       let sent = 0;
