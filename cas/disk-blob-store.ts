@@ -33,7 +33,7 @@ interface Entry {
   touchedAt: number;
 }
 
-/** Writes up to this size are buffered in memory and written with a single call at commit. */
+/** Writes are buffered up to this size: a blob that fits is written with a single call at commit. */
 const BUFFER_SMALL_WRITES = 1024 * 1024;
 const TOUCH_INTERVAL_MS = 60_000;
 
@@ -277,23 +277,30 @@ class DiskBlobWriter extends CheckedBlobWriter {
   }
 
   protected async store(chunk: Buffer): Promise<void> {
-    if (!this.file && this.bufferedBytes + chunk.length <= BUFFER_SMALL_WRITES) {
-      this.buffered.push(chunk);
-      this.bufferedBytes += chunk.length;
-      return;
-    }
-    if (!this.file) {
-      this.file = await open(this.tmpPath, 'wx');
-      for (const b of this.buffered) await this.file.write(b);
-      this.buffered = [];
-    }
-    await this.file.write(chunk);
+    // Collect small chunks (Bazel sends 16 KiB) and write them a megabyte at a time: one write
+    // call per chunk costs more than the hashing.
+    this.buffered.push(chunk);
+    this.bufferedBytes += chunk.length;
+    if (this.bufferedBytes < BUFFER_SMALL_WRITES) return;
+    this.file ??= await open(this.tmpPath, 'wx');
+    await this.flush(this.file);
+  }
+
+  private async flush(file: FileHandle): Promise<void> {
+    const data = this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered);
+    this.buffered = [];
+    this.bufferedBytes = 0;
+    await file.write(data);
   }
 
   protected async publish(): Promise<void> {
     try {
-      if (this.file) await this.file.close();
-      else await writeFile(this.tmpPath, Buffer.concat(this.buffered), { flag: 'wx' });
+      if (this.file) {
+        if (this.bufferedBytes > 0) await this.flush(this.file);
+        await this.file.close();
+      } else {
+        await writeFile(this.tmpPath, Buffer.concat(this.buffered), { flag: 'wx' });
+      }
       this.file = undefined;
       await this.onCommit();
     } catch (err) {

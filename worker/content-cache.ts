@@ -23,6 +23,7 @@ import { Status } from '../common/errors.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
 import { DiskBlobStore } from '../cas/disk-blob-store.ts';
+import { forEachLimit } from '../common/concurrency.ts';
 
 export interface LocalContentCacheOptions {
   root: string;
@@ -61,24 +62,6 @@ export interface EnsureResult {
 
 const FIND_MISSING_BATCH = 10_000;
 const TOUCH_INTERVAL_MS = 60_000;
-
-/** Run `fn` over `items` with at most `limit` in flight; rejects with the first error after all settled. */
-export async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let firstError: { err: unknown } | undefined;
-  const lane = async (): Promise<void> => {
-    while (next < items.length && !firstError) {
-      const item = items[next++]!;
-      try {
-        await fn(item);
-      } catch (err) {
-        firstError ??= { err };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  if (firstError) throw firstError.err;
-}
 
 function isNotFound(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === Status.NOT_FOUND;

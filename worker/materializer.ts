@@ -8,7 +8,8 @@ import { invalidArgument, missingBlobs, ReapiError } from '../common/errors.ts';
 import { readBlob } from '../cas/blob-io.ts';
 import { decodeDirectory } from '../cas/tree.ts';
 import type { MessageInput } from '../protos/index.ts';
-import { forEachLimit, type LocalContentCache } from './content-cache.ts';
+import { forEachLimit } from '../common/concurrency.ts';
+import type { LocalContentCache } from './content-cache.ts';
 import { declaredOutputs, validateDirectory, type Directory } from './directory-validation.ts';
 
 /**

@@ -30,7 +30,7 @@ import type { BlobStore } from '../cas/blob-store.ts';
 import { digestKey, digestOf, type Digest } from '../common/digest.ts';
 import { failedPrecondition } from '../common/errors.ts';
 import { encode, type MessageInput } from '../protos/index.ts';
-import { forEachLimit } from './content-cache.ts';
+import { forEachLimit } from '../common/concurrency.ts';
 import { badSymlinkTargetReason, compareNames, declaredOutputs, type DeclaredOutput } from './directory-validation.ts';
 
 type OutputCommand = Pick<
