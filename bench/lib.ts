@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -234,20 +234,27 @@ export interface StartServerOptions {
   timeoutMs?: number;
   /** The `reapi` entry point; default $BENCH_REAPI_BIN or this checkout's bin/reapi.mjs (set it to compare checkouts). */
   bin?: string;
+  /**
+   * Run this instead of `reapi serve ...` (after nodeArgs), e.g. ['--import', 'tsx', 'bench/grpc-sink.ts'];
+   * it must print the same `listening grpc=N http=M` line. dataDir and logLevel are then unused.
+   */
+  command?: string[];
 }
 
 /** `node bin/reapi.mjs serve` on free ports; resolves once it printed its listening line. */
 export async function startServer(opts: StartServerOptions): Promise<ServerHandle> {
   const argv = [
     ...(opts.nodeArgs ?? []),
-    opts.bin ?? process.env.BENCH_REAPI_BIN ?? join(REPO_ROOT, 'bin', 'reapi.mjs'),
-    'serve',
-    '--listen', '127.0.0.1',
-    '--port', '0',
-    '--http-port', '0',
-    '--data-dir', opts.dataDir,
-    '--log-level', opts.logLevel ?? 'warn',
-    ...(opts.args ?? []),
+    ...(opts.command ?? [
+      opts.bin || process.env.BENCH_REAPI_BIN || join(REPO_ROOT, 'bin', 'reapi.mjs'),
+      'serve',
+      '--listen', '127.0.0.1',
+      '--port', '0',
+      '--http-port', '0',
+      '--data-dir', opts.dataDir,
+      '--log-level', opts.logLevel ?? 'warn',
+      ...(opts.args ?? []),
+    ]),
   ];
   const child = spawn(process.execPath, argv, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
@@ -325,10 +332,15 @@ export async function scrapeMetrics(httpPort: number, prefix = ''): Promise<Reco
 // ---------------------------------------------------------------------------------------------
 // gRPC clients
 
-/** Client options: large messages both ways (batches near max_batch_total_size_bytes). */
+/**
+ * Client options: large messages both ways (batches near max_batch_total_size_bytes), and an 8 MiB
+ * HTTP/2 receive window, about where grpc-java (Bazel) ends up with its BDP auto-tuning; grpc-js's
+ * default 64 KiB window would make the client, not the server, limit ByteStream.Read.
+ */
 export const CLIENT_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': 256 * MiB,
   'grpc.max_send_message_length': 256 * MiB,
+  'grpc-node.flow_control_window': 8 * MiB,
 };
 
 export function insecure(): grpc.ChannelCredentials {
@@ -457,6 +469,8 @@ export function environment(): Record<string, unknown> {
     cpu,
     cpus: availableParallelism(),
     tmpdir: tmpdir(),
+    /** 1-minute load average when the run started: other work on the machine skews results. */
+    loadavg1: loadavg()[0],
   };
 }
 

@@ -30,6 +30,8 @@ import {
   percentile,
   phase,
   pseudoRandomBytes,
+  REPO_ROOT,
+  scrapeMetrics,
   removeDir,
   renderTable,
   rng,
@@ -216,6 +218,8 @@ export async function runStorageBench(opts: StorageBenchOptions = {}): Promise<{
   const bigBytes = bigChunks * MiB;
   const smallChunkCount = smallChunkBlobBytes / (16 * KiB);
 
+  const env = environment();
+  if (Number(env.loadavg1) > 0.5) log(`note: load average ${Number(env.loadavg1).toFixed(2)} at start; other work on this machine skews the numbers`);
   const tmp = await scratchDir('reapi-bench-storage-', bigBytes * 2 + smallChunkBlobBytes + 512 * MiB);
   const dataDir = join(tmp, 'data');
   const baselineFile = join(tmp, 'baseline.bin');
@@ -253,8 +257,25 @@ export async function runStorageBench(opts: StorageBenchOptions = {}): Promise<{
     const writeBaseline = Math.min(shaMBps, diskWriteMBps);
     const writeBaselineName = shaMBps <= diskWriteMBps ? 'sha256' : 'disk write';
 
-    // --- ByteStream, large blobs ---
+    // --- Transport ceiling: the same client against a grpc-js server that only hashes ---
     const smallDigest = small.digest(smallChunkCount);
+    log('grpc-js sink: ByteStream.Write/Read with no storage behind it');
+    const sink = await startServer({ dataDir, nodeArgs: ['--import', 'tsx'], command: [join(REPO_ROOT, 'bench', 'grpc-sink.ts')] });
+    const sinkBs = new services.ByteStream(sink.address, insecure(), CLIENT_OPTIONS) as unknown as ByteStreamClient;
+    let sinkWrite: PhaseResult<number>, sinkWrite16: PhaseResult<number>, sinkRead: PhaseResult<number>;
+    try {
+      sinkWrite = await phase(() => byteStreamWrite(sinkBs, big, bigChunks, bigDigest), sink.pid);
+      sinkWrite16 = await phase(() => byteStreamWrite(sinkBs, small, smallChunkCount, smallDigest), sink.pid);
+      sinkRead = await phase(() => byteStreamRead(sinkBs, bigDigest), sink.pid);
+    } finally {
+      sinkBs.close();
+      await sink.stop();
+    }
+    const sinkWriteMBps = mbps(bigBytes, sinkWrite.seconds);
+    const sinkWrite16MBps = mbps(smallChunkBlobBytes, sinkWrite16.seconds);
+    const sinkReadMBps = mbps(bigBytes, sinkRead.seconds);
+
+    // --- ByteStream, large blobs ---
     log(`ByteStream.Write ${fmtBytes(bigBytes)} in 1 MiB chunks`);
     const bsWrite = await phase(() => byteStreamWrite(bs, big, bigChunks, bigDigest), server.pid);
     syncDisks();
@@ -329,6 +350,10 @@ export async function runStorageBench(opts: StorageBenchOptions = {}): Promise<{
     const p95 = percentile(latencies, 95);
 
     const end = server.memory();
+    const heap = await scrapeMetrics(server.httpPort, 'nodejs_').catch(() => ({}) as Record<string, number>);
+    const heapUsed = heap['nodejs_heap_size_used_bytes'];
+    const heapTotal = heap['nodejs_heap_size_total_bytes'];
+    const external = heap['nodejs_external_memory_bytes'];
 
     // --- Report ---
     const wRatio = (mb: number) => mb / writeBaseline;
@@ -352,11 +377,15 @@ export async function runStorageBench(opts: StorageBenchOptions = {}): Promise<{
       { name: '  disk write + fsync', value: `${fmtNum(diskWriteFsyncMBps, 0)} MB/s`, note: cpuNote(writeFsync) },
       { name: '  disk read (page cache)', value: `${fmtNum(diskReadMBps, 0)} MB/s`, note: cpuNote(read) },
       { name: `  write baseline = min(sha256, disk write) = ${writeBaselineName}`, value: `${fmtNum(writeBaseline, 0)} MB/s` },
+      { name: 'Transport ceiling: same client, grpc-js server that only hashes (bench/grpc-sink.ts)', value: '' },
+      { name: `  Write ${fmtBytes(bigBytes)}, 1 MiB chunks`, value: `${fmtNum(sinkWriteMBps, 0)} MB/s`, ratio: `${fmtNum(wRatio(sinkWriteMBps), 2)}x`, note: cpuNote(sinkWrite) },
+      { name: `  Write ${fmtBytes(smallChunkBlobBytes)}, 16 KiB chunks`, value: `${fmtNum(sinkWrite16MBps, 0)} MB/s`, ratio: `${fmtNum(wRatio(sinkWrite16MBps), 2)}x`, note: cpuNote(sinkWrite16) },
+      { name: `  Read ${fmtBytes(bigBytes)} (from memory)`, value: `${fmtNum(sinkReadMBps, 0)} MB/s`, ratio: `${fmtNum(rRatio(sinkReadMBps), 2)}x`, note: cpuNote(sinkRead) },
       { name: `ByteStream ${fmtBytes(bigBytes)} blob, 1 MiB chunks`, value: '' },
-      { name: '  Write', value: `${fmtNum(bsWriteMBps, 0)} MB/s`, ratio: `${fmtNum(wRatio(bsWriteMBps), 2)}x`, target: targets.byteStreamWrite1MiB, note: cpuNote(bsWrite) },
-      { name: '  Read', value: `${fmtNum(bsReadMBps, 0)} MB/s`, ratio: `${fmtNum(rRatio(bsReadMBps), 2)}x`, note: `vs disk read; ${cpuNote(bsRead)}` },
+      { name: '  Write', value: `${fmtNum(bsWriteMBps, 0)} MB/s`, ratio: `${fmtNum(wRatio(bsWriteMBps), 2)}x`, target: targets.byteStreamWrite1MiB, note: `${fmtNum(bsWriteMBps / sinkWriteMBps, 2)}x sink; ${cpuNote(bsWrite)}` },
+      { name: '  Read', value: `${fmtNum(bsReadMBps, 0)} MB/s`, ratio: `${fmtNum(rRatio(bsReadMBps), 2)}x`, note: `vs disk read; ${fmtNum(bsReadMBps / sinkReadMBps, 2)}x sink; ${cpuNote(bsRead)}` },
       { name: `ByteStream ${fmtBytes(smallChunkBlobBytes)} blob, 16 KiB chunks (Bazel)`, value: '' },
-      { name: '  Write', value: `${fmtNum(bsWrite16MBps, 0)} MB/s`, ratio: `${fmtNum(wRatio(bsWrite16MBps), 2)}x`, target: targets.byteStreamWrite16KiB, note: cpuNote(bsWrite16) },
+      { name: '  Write', value: `${fmtNum(bsWrite16MBps, 0)} MB/s`, ratio: `${fmtNum(wRatio(bsWrite16MBps), 2)}x`, target: targets.byteStreamWrite16KiB, note: `${fmtNum(bsWrite16MBps / sinkWrite16MBps, 2)}x sink; ${cpuNote(bsWrite16)}` },
       { name: '  Read', value: `${fmtNum(bsRead16MBps, 0)} MB/s`, ratio: `${fmtNum(rRatio(bsRead16MBps), 2)}x`, note: `vs disk read; ${cpuNote(bsRead16)}` },
       { name: `${blobs.length} small blobs (100 B..4 KiB, ${fmtBytes(blobBytes)}), ${groups.length} batches <= ${fmtBytes(maxBatch)}, ${BATCH_CONCURRENCY} in flight`, value: '' },
       { name: '  BatchUpdateBlobs', value: `${fmtNum(blobs.length / batchUpdate.seconds, 0)} blobs/s`, note: cpuNote(batchUpdate) },
@@ -366,14 +395,14 @@ export async function runStorageBench(opts: StorageBenchOptions = {}): Promise<{
       { name: '  p95', value: `${fmtNum(p95, 1)} ms`, target: targets.findMissingP95, note: cpuNote(fm) },
       { name: 'Server memory', value: '' },
       { name: '  peak RSS (VmHWM)', value: `${fmtNum(end.hwmBytes / 1e6, 0)} MB`, target: targets.serverPeakRss },
-      { name: '  RSS now (VmRSS)', value: `${fmtNum(end.rssBytes / 1e6, 0)} MB`, note: `idle at start ${fmtNum(idle.rssBytes / 1e6, 0)} MB` },
+      { name: '  RSS now (VmRSS)', value: `${fmtNum(end.rssBytes / 1e6, 0)} MB`, note: `idle at start ${fmtNum(idle.rssBytes / 1e6, 0)} MB; V8 heap used/total ${fmtNum((heapUsed ?? NaN) / 1e6, 0)}/${fmtNum((heapTotal ?? NaN) / 1e6, 0)} MB, external ${fmtNum((external ?? NaN) / 1e6, 0)} MB` },
     ];
 
     const results = {
       benchmark: 'storage',
       date: new Date().toISOString(),
       quick,
-      environment: environment(),
+      environment: env,
       serverNodeArgs: opts.serverNodeArgs ?? [],
       baselines: {
         sha256MBps: shaMBps,
@@ -385,13 +414,23 @@ export async function runStorageBench(opts: StorageBenchOptions = {}): Promise<{
         bytes: bigBytes,
         phases: { sha256: summary(sha), diskWrite: summary(writeNoFsync), diskWriteFsync: summary(writeFsync), diskRead: summary(read) },
       },
+      grpcSink: {
+        write1MiBMBps: sinkWriteMBps,
+        write16KiBMBps: sinkWrite16MBps,
+        readMBps: sinkReadMBps,
+        write1MiB: summary(sinkWrite),
+        write16KiB: summary(sinkWrite16),
+        read: summary(sinkRead),
+      },
       byteStream: {
         chunk1MiB: {
           bytes: bigBytes,
           writeMBps: bsWriteMBps,
           writeRatio: wRatio(bsWriteMBps),
+          writeVsSink: bsWriteMBps / sinkWriteMBps,
           readMBps: bsReadMBps,
           readRatio: rRatio(bsReadMBps),
+          readVsSink: bsReadMBps / sinkReadMBps,
           write: summary(bsWrite),
           read: summary(bsRead),
         },
@@ -399,6 +438,7 @@ export async function runStorageBench(opts: StorageBenchOptions = {}): Promise<{
           bytes: smallChunkBlobBytes,
           writeMBps: bsWrite16MBps,
           writeRatio: wRatio(bsWrite16MBps),
+          writeVsSink: bsWrite16MBps / sinkWrite16MBps,
           readMBps: bsRead16MBps,
           readRatio: rRatio(bsRead16MBps),
           write: summary(bsWrite16),
@@ -415,7 +455,7 @@ export async function runStorageBench(opts: StorageBenchOptions = {}): Promise<{
         read: { blobsPerSecond: blobs.length / batchRead.seconds, ...summary(batchRead) },
       },
       findMissingBlobs: { digests: probe.length, present: present.length, calls: findMissingCalls, p50Ms: p50, p95Ms: p95, latenciesMs: latencies, ...summary(fm) },
-      serverMemory: { idleRssBytes: idle.rssBytes, peakRssBytes: end.hwmBytes, rssBytes: end.rssBytes },
+      serverMemory: { idleRssBytes: idle.rssBytes, peakRssBytes: end.hwmBytes, rssBytes: end.rssBytes, heapUsedBytes: heapUsed, heapTotalBytes: heapTotal, externalBytes: external },
       targets,
     };
     const file = await saveResults('storage', results);
