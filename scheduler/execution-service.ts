@@ -28,9 +28,10 @@ function followOperation(
   name: string,
   send: (op: Operation) => Promise<void>,
   call: grpc.ServerWritableStream<unknown, unknown>,
+  alreadySent = '',
 ): Promise<void> {
   return new Promise((resolve, reject) => {
-    let lastStage = '';
+    let lastStage = alreadySent;
     let chain = Promise.resolve();
     const stop = queue.watch(name, (state) => {
       // Send each stage once (and the final state), in order.
@@ -91,16 +92,25 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
       }
 
       const priority = req.execution_policy?.priority ?? 0;
-      const { operationName, merged } = await queue.submit({
+      const job = {
         instanceName: req.instance_name,
         actionDigest,
         priority,
         platform: loaded.platform,
         doNotCache,
         requestMetadata: { ...labels },
-      });
+      };
+      const { operationName, merged } = await queue.submit(job);
       ctx.logger.debug({ operation: operationName, merged, action: actionDigest.hash, ...labels }, 'action queued');
-      await followOperation(queue, operationName, send, call as grpc.ServerWritableStream<unknown, unknown>);
+      let sent = '';
+      if (!merged) {
+        // A worker may take the job before the watch below reports its first state, which would
+        // then already be EXECUTING: tell the client it was queued first, so it sees every stage.
+        const now = Date.now();
+        await send(operationMessage({ name: operationName, job, stage: 'QUEUED', done: false, queuedAt: now, updatedAt: now }));
+        sent = 'QUEUED/false';
+      }
+      await followOperation(queue, operationName, send, call as grpc.ServerWritableStream<unknown, unknown>, sent);
     }),
 
     WaitExecution: serverStream(ctx, 'WaitExecution', async (req, send, call) => {

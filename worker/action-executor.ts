@@ -112,6 +112,10 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
       if (verdict.status === Status.INTERNAL) throw new ReapiError(Status.INTERNAL, `sandbox failed: ${verdict.message}`);
 
       const outputs = await collectOutputs(execRoot, command, blobs);
+      if (outcome.truncated) {
+        const note = `stdout/stderr exceeded ${config.worker.maxOutputBytes} bytes and were cut there`;
+        verdict.message = verdict.message ? `${verdict.message}; ${note}` : note;
+      }
       const stderr = verdict.message ? Buffer.concat([outcome.stderr, Buffer.from(`\nreapi: ${verdict.message}\n`)]) : outcome.stderr;
       const std = await uploadStdStreams(outcome.stdout, stderr, blobs);
       const uploadEnd = Date.now();

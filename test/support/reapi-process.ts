@@ -18,8 +18,12 @@ export interface ReapiProcess {
   kill(): Promise<void>;
 }
 
-export async function startReapi(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<ReapiProcess> {
-  const child = spawn(process.execPath, [BIN, ...args, '--port', '0', '--http-port', '0', '--listen', '127.0.0.1'], {
+/** `port`: the gRPC port to listen on (default 0: a free one), e.g. to restart a role where clients expect it. */
+export async function startReapi(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; port?: number } = {},
+): Promise<ReapiProcess> {
+  const child = spawn(process.execPath, [BIN, ...args, '--port', String(opts.port ?? 0), '--http-port', '0', '--listen', '127.0.0.1'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
     detached: true,
