@@ -155,7 +155,8 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
       metrics.executionStageDuration.observe({ stage: 'execution' }, (execEnd - fetchEnd) / 1000);
       metrics.executionStageDuration.observe({ stage: 'output_upload' }, (uploadEnd - execEnd) / 1000);
 
-      const cacheable = verdict.label === 'success' && !job.doNotCache && !action.do_not_cache;
+      // A cut stdout/stderr is not the action's real result: never cache it.
+      const cacheable = verdict.label === 'success' && !outcome.truncated && !job.doNotCache && !action.do_not_cache;
       if (cacheable) await actionCache.put(job.instanceName, job.actionDigest, result);
       if (outputs.missing.length > 0) log.debug({ missing: outputs.missing }, 'declared outputs not produced');
       log.info(

@@ -367,7 +367,9 @@ describe('Execution over gRPC (reapi serve)', { skip }, () => {
       assert.equal(r.result.exit_code, 0);
       assert.equal(Number(r.result.stdout_digest?.size_bytes), MAX_OUTPUT);
       assert.ok((await readBlob(c, r.result.stdout_digest)).equals(Buffer.alloc(MAX_OUTPUT)));
-      assert.match(await stderrOf(c, r.result), /^done\n/);
+      assert.match(await stderrOf(c, r.result), /^done\n[^]*were cut there/);
+      assert.match(r.response.message, /exceeded \d+ bytes and were cut/);
+      assert.equal(await cachedResult(c, r.action.actionDigest), undefined, "a cut result is never cached");
     });
 
     test('an unknown platform property fails fast with FAILED_PRECONDITION naming it', async () => {
