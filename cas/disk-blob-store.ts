@@ -5,7 +5,7 @@
 // reader never sees a partial or wrong blob and concurrent writers of one blob are harmless.
 // The in-memory index (hash -> size, kept in least-recently-used order) is rebuilt from the files
 // at start, so a restart keeps everything; file mtimes carry the LRU order across restarts.
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, stat, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -35,6 +35,8 @@ interface Entry {
 
 /** Writes are buffered up to this size: a blob that fits is written with a single call at commit. */
 const BUFFER_SMALL_WRITES = 1024 * 1024;
+/** File writes one upload may have queued before its sender waits for the disk. */
+const WRITES_IN_FLIGHT_BYTES = 2 * 1024 * 1024;
 const TOUCH_INTERVAL_MS = 60_000;
 
 export class DiskBlobStore implements BlobStore {
@@ -89,9 +91,42 @@ export class DiskBlobStore implements BlobStore {
   }
 
   async read(digest: Digest, offset = 0, limit = 0): Promise<Readable> {
+    const opened = await this.openChecked(digest, offset, limit);
+    if ('data' in opened) return Readable.from(opened.data.length ? [opened.data] : []);
+    const { fh, start, end, verify } = opened;
+    const stream = fh.createReadStream({ start, end: end - 1, highWaterMark: 1024 * 1024, autoClose: true });
+    // A whole-blob read of a large blob is checked as it streams; a mismatch ends the stream with
+    // DATA_LOSS, so the client never completes a read of corrupt data, and the file is removed.
+    return verify ? stream.pipe(this.verifier(digest, stream)) : stream;
+  }
+
+  /**
+   * Like read(), but the caller reads into its own buffers (ByteStream.Read reuses them, which
+   * spares an allocation, and the garbage collection it costs, per megabyte served). The same
+   * checks apply: a whole-blob read is hash-checked, and its last read() fails with DATA_LOSS
+   * instead of returning the final bytes of a blob that does not match its digest.
+   */
+  async openReader(digest: Digest, offset = 0, limit = 0): Promise<BlobChunkReader> {
+    const opened = await this.openChecked(digest, offset, limit);
+    if ('data' in opened) return new BufferChunkReader(opened.data);
+    const { fh, start, end, verify } = opened;
+    return new FileChunkReader(fh, start, end, digest, verify, (why) => this.removeCorrupt(digest, why));
+  }
+
+  /**
+   * Open a blob for reading `limit` bytes (0 = to the end) from `offset`, after the checks every
+   * read gets: NOT_FOUND when absent or when the file has the wrong size (then it is removed). A
+   * blob up to verifyBeforeServeBytes is read whole and hash-checked here; a larger one comes back
+   * as an open file, with `verify` set when the whole blob is read and so can be checked as it goes.
+   */
+  private async openChecked(
+    digest: Digest,
+    offset: number,
+    limit: number,
+  ): Promise<{ data: Buffer } | { fh: FileHandle; start: number; end: number; verify: boolean }> {
     const size = digest.size_bytes;
     if (offset > size) throw outOfRange(`offset ${offset} is past the end of blob ${digest.hash}/${size}`);
-    if (isEmptyDigest(digest)) return Readable.from([]);
+    if (isEmptyDigest(digest)) return { data: Buffer.alloc(0) };
     const path = this.pathOf(digest);
     let fh: FileHandle;
     try {
@@ -112,9 +147,9 @@ export class DiskBlobStore implements BlobStore {
       this.touch(digest, path);
       const end = limit > 0 ? Math.min(size, offset + limit) : size;
       if (end <= offset) {
-        // Nothing to send (offset at the end): createReadStream would throw on start > end.
+        // Nothing to send (offset at the end).
         await fh.close();
-        return Readable.from([]);
+        return { data: Buffer.alloc(0) };
       }
       if (size <= this.verifyBeforeServeBytes) {
         const data = await fh.readFile();
@@ -123,12 +158,9 @@ export class DiskBlobStore implements BlobStore {
           await this.removeCorrupt(digest, 'content does not match its hash');
           throw notFound(`blob ${digest.hash}/${size} not found (the stored copy was corrupt and has been removed)`);
         }
-        return Readable.from([data.subarray(offset, end)]);
+        return { data: data.subarray(offset, end) };
       }
-      const stream = fh.createReadStream({ start: offset, end: end - 1, highWaterMark: 1024 * 1024, autoClose: true });
-      // A whole-blob read of a large blob is checked as it streams; a mismatch ends the stream with
-      // DATA_LOSS, so the client never completes a read of corrupt data, and the file is removed.
-      return offset === 0 && end === size ? stream.pipe(this.verifier(digest, stream)) : stream;
+      return { fh, start: offset, end, verify: offset === 0 && end === size };
     } catch (err) {
       await fh.close().catch(() => {});
       throw err;
@@ -263,10 +295,98 @@ export class DiskBlobStore implements BlobStore {
   }
 }
 
+/** A blob opened for reading into the caller's buffers (DiskBlobStore.openReader). */
+export interface BlobChunkReader {
+  /** Bytes still to read. */
+  readonly remaining: number;
+  /** Read the next min(length, remaining) bytes into `buf` at `offset`; resolves to that count. */
+  read(buf: Buffer, offset: number, length: number): Promise<number>;
+  /** Release the file; safe to call more than once. */
+  close(): Promise<void>;
+}
+
+/** A small blob, already read whole and checked. */
+class BufferChunkReader implements BlobChunkReader {
+  private pos = 0;
+  constructor(private readonly data: Buffer) {}
+  get remaining(): number {
+    return this.data.length - this.pos;
+  }
+  async read(buf: Buffer, offset: number, length: number): Promise<number> {
+    const n = this.data.copy(buf, offset, this.pos, this.pos + Math.min(length, this.remaining));
+    this.pos += n;
+    return n;
+  }
+  async close(): Promise<void> {}
+}
+
+class FileChunkReader implements BlobChunkReader {
+  private pos: number;
+  private readonly hash?: Hash;
+  private closed?: Promise<void>;
+
+  constructor(
+    private readonly fh: FileHandle,
+    start: number,
+    private readonly end: number,
+    private readonly digest: Digest,
+    /** Set when the whole blob is read: its hash is checked before the last bytes are returned. */
+    verify: boolean,
+    private readonly onCorrupt: (why: string) => Promise<void>,
+  ) {
+    this.pos = start;
+    if (verify) this.hash = createHash('sha256');
+  }
+
+  get remaining(): number {
+    return this.end - this.pos;
+  }
+
+  async read(buf: Buffer, offset: number, length: number): Promise<number> {
+    const n = Math.min(length, this.remaining);
+    let got = 0;
+    while (got < n) {
+      const { bytesRead } = await this.fh.read(buf, offset + got, n - got, this.pos + got);
+      if (bytesRead === 0) {
+        // The file shrank since it was opened: it is not the blob any more.
+        await this.onCorrupt(`file ended at ${this.pos + got} bytes, expected ${this.end}`);
+        throw this.corrupt();
+      }
+      got += bytesRead;
+    }
+    this.pos += n;
+    if (this.hash) {
+      this.hash.update(buf.subarray(offset, offset + n));
+      if (this.pos === this.end && this.hash.digest('hex') !== this.digest.hash) {
+        await this.onCorrupt('content does not match its hash');
+        throw this.corrupt();
+      }
+    }
+    return n;
+  }
+
+  close(): Promise<void> {
+    this.closed ??= this.fh.close().catch(() => {});
+    return this.closed;
+  }
+
+  private corrupt() {
+    return dataLoss(`blob ${this.digest.hash}/${this.digest.size_bytes} is corrupt on disk and has been removed; upload it again`);
+  }
+}
+
 class DiskBlobWriter extends CheckedBlobWriter {
+  /** Bytes not yet handed to a file write. */
   private buffered: Buffer[] = [];
   private bufferedBytes = 0;
-  private file?: FileHandle;
+  private file?: Promise<FileHandle>;
+  /** File offset of the next write. */
+  private position = 0;
+  /** File writes started and not finished, oldest first; they run one after another. */
+  private readonly inflight: Array<{ done: Promise<void>; bytes: number }> = [];
+  private inflightBytes = 0;
+  private tail: Promise<void> = Promise.resolve();
+  private failure: unknown;
 
   constructor(
     digest: Digest,
@@ -277,31 +397,54 @@ class DiskBlobWriter extends CheckedBlobWriter {
   }
 
   protected async store(chunk: Buffer): Promise<void> {
+    if (this.failure !== undefined) throw this.failure;
     // Collect small chunks (Bazel sends 16 KiB) and write them a megabyte at a time: one write
-    // call per chunk costs more than the hashing.
+    // call per chunk costs more than the hashing. The write runs while the next chunks arrive;
+    // the caller waits only once more than WRITES_IN_FLIGHT_BYTES are queued for the disk.
     this.buffered.push(chunk);
     this.bufferedBytes += chunk.length;
     if (this.bufferedBytes < BUFFER_SMALL_WRITES) return;
-    this.file ??= await open(this.tmpPath, 'wx');
-    await this.flush(this.file);
+    this.startWrite();
+    while (this.inflightBytes > WRITES_IN_FLIGHT_BYTES) await this.inflight[0]!.done;
+    if (this.failure !== undefined) throw this.failure;
   }
 
-  private async flush(file: FileHandle): Promise<void> {
-    const data = this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered);
+  /** Queue the buffered bytes for writing at the current end of the file. */
+  private startWrite(): void {
+    const data = this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered, this.bufferedBytes);
     this.buffered = [];
     this.bufferedBytes = 0;
-    await file.write(data);
+    const position = this.position;
+    this.position += data.length;
+    this.file ??= open(this.tmpPath, 'wx');
+    const file = this.file;
+    const entry = { done: Promise.resolve(), bytes: data.length };
+    entry.done = this.tail = this.tail.then(async () => {
+      try {
+        if (this.failure === undefined) await writeFully(await file, data, position);
+      } catch (err) {
+        this.failure ??= err;
+      } finally {
+        this.inflight.shift();
+        this.inflightBytes -= entry.bytes;
+      }
+    });
+    this.inflight.push(entry);
+    this.inflightBytes += data.length;
   }
 
   protected async publish(): Promise<void> {
     try {
       if (this.file) {
-        if (this.bufferedBytes > 0) await this.flush(this.file);
-        await this.file.close();
+        if (this.bufferedBytes > 0) this.startWrite();
+        await this.tail;
+        if (this.failure !== undefined) throw this.failure;
+        const file = await this.file;
+        this.file = undefined;
+        await file.close();
       } else {
-        await writeFile(this.tmpPath, Buffer.concat(this.buffered), { flag: 'wx' });
+        await writeFile(this.tmpPath, this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered), { flag: 'wx' });
       }
-      this.file = undefined;
       await this.onCommit();
     } catch (err) {
       await this.discard();
@@ -311,9 +454,22 @@ class DiskBlobWriter extends CheckedBlobWriter {
 
   protected async discard(): Promise<void> {
     this.buffered = [];
+    this.bufferedBytes = 0;
+    this.failure ??= new Error('write discarded');
+    await this.tail;
     const file = this.file;
     this.file = undefined;
-    await file?.close().catch(() => {});
+    if (file) await file.then((f) => f.close()).catch(() => {});
     await unlink(this.tmpPath).catch(() => {});
+  }
+}
+
+/** Write all of `data` at `position` (a write call may take less than all). */
+async function writeFully(file: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await file.write(data, done, data.length - done, position + done);
+    if (bytesWritten <= 0) throw new Error(`write to ${position + done} made no progress`);
+    done += bytesWritten;
   }
 }

@@ -1,13 +1,12 @@
 // An ActionCache on a storage node (`reapi cas`) over gRPC: GetActionResult (NOT_FOUND = miss) and
 // UpdateActionResult, with the caller's instance name passed through.
 //
-// `remove` is not possible: the REAPI has no call that deletes an ActionCache entry, and the
-// storage node owns its entries (it already serves only complete ones: its ActionCache is behind
-// completeness checking against its own CAS). It throws UNIMPLEMENTED rather than pretending.
+// `remove`: the REAPI has no call that deletes an ActionCache entry, so a removed entry is
+// overwritten with a marker (see cas/provenance.ts) that every reader treats as a miss.
 import type * as grpc from '@grpc/grpc-js';
 import type { Digest } from '../common/digest.ts';
-import { digestKey } from '../common/digest.ts';
-import { Status, unimplemented } from '../common/errors.ts';
+import { Status } from '../common/errors.ts';
+import { isRemoved, removedEntry } from './provenance.ts';
 import type { MessageOutput } from '../protos/index.ts';
 import type { ActionCache, ActionResult, ActionResultInput } from './action-cache.ts';
 import { unaryCall, type StorageClients } from './grpc-clients.ts';
@@ -32,13 +31,14 @@ export class RemoteActionCache implements ActionCache {
 
   async get(instanceName: string, actionDigest: Digest): Promise<ActionResult | undefined> {
     try {
-      return await unaryCall<MessageOutput<'ActionResult'>>(this.address, (cb) =>
+      const result = await unaryCall<MessageOutput<'ActionResult'>>(this.address, (cb) =>
         this.clients.actionCache.GetActionResult(
           { instance_name: instanceName, action_digest: actionDigest, inline_stdout: false, inline_stderr: false },
           this.options(),
           cb,
         ),
       );
+      return isRemoved(result) ? undefined : result;
     } catch (err) {
       if ((err as { code?: unknown }).code === Status.NOT_FOUND) return undefined;
       throw err;
@@ -56,9 +56,6 @@ export class RemoteActionCache implements ActionCache {
   }
 
   async remove(instanceName: string, actionDigest: Digest): Promise<void> {
-    throw unimplemented(
-      `cannot remove action cache entry ${digestKey(actionDigest)} (instance "${instanceName}") on storage node ` +
-        `${this.address}: the REAPI has no delete call; the storage node owns its entries and drops incomplete ones itself`,
-    );
+    await this.put(instanceName, actionDigest, removedEntry());
   }
 }

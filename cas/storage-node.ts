@@ -7,8 +7,7 @@ import type { Logger } from '../common/logger.ts';
 import { Metrics } from '../common/metrics.ts';
 import { startServer } from '../common/server.ts';
 import { serviceDefinitions } from '../protos/index.ts';
-import type { ActionCache } from './action-cache.ts';
-import type { BlobStore } from './blob-store.ts';
+import type { StorageContext } from './services/storage-context.ts';
 import { actionCacheService } from './services/action-cache-service.ts';
 import { byteStreamService } from './services/bytestream-service.ts';
 import { capabilitiesService } from './services/capabilities-service.ts';
@@ -17,11 +16,7 @@ import { createStorage, type Storage } from './storage-factory.ts';
 
 export type ServiceList = Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>;
 
-export interface StorageServicesOptions {
-  blobs: BlobStore;
-  actionCache: ActionCache;
-  config: Config;
-  service: (name: string) => ServiceContext;
+export interface StorageServicesOptions extends StorageContext {
   /** Whether Capabilities announces execution (a scheduler or `reapi serve` with workers). */
   execEnabled: boolean;
 }
@@ -31,7 +26,7 @@ export function storageServices(opts: StorageServicesOptions): { services: Servi
   const byteStream = byteStreamService(opts);
   const capabilities = capabilitiesService(opts.service('Capabilities'), () => ({
     maxBatchTotalSizeBytes: config.storage.maxBatchTotalSizeBytes,
-    actionCacheUpdateEnabled: config.actionCache.clientWrites === 'allow',
+    actionCacheUpdateEnabled: opts.clientWrites !== 'deny',
     execEnabled: opts.execEnabled,
   }));
   return {
@@ -61,6 +56,9 @@ export async function startStorageNode(config: Config, logger: Logger, metrics =
     config,
     service: serviceContexts(metrics, logger),
     execEnabled: false,
+    // Workers write their results through storage nodes: they accept writes unless told otherwise.
+    clientWrites: config.actionCache.clientWrites ?? 'allow',
+    trustProvenance: true,
   });
   const server = await startServer({ config, logger, metrics, services });
   logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, backend: config.storage.backend }, 'storage node listening');

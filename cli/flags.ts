@@ -16,6 +16,16 @@ export interface CommonFlags {
   workDir?: string;
   concurrency?: string;
   execution?: boolean;
+  verifyRate?: string;
+  auditRate?: string;
+}
+
+function rate(name: string) {
+  return (value: string): string => {
+    const n = Number(value);
+    if (!/^\d*\.?\d+$/.test(value) || n < 0 || n > 1) throw new InvalidArgumentError(`${name} must be a number from 0 to 1, got "${value}"`);
+    return value;
+  };
 }
 
 function int(name: string) {
@@ -45,6 +55,9 @@ export function addExecutionFlags(cmd: Command, opts: { storageNodes: boolean })
     .option('--redis <url>', 'Redis for the BullMQ queue and operation state (default $REDIS_URL)')
     .option('--work-dir <dir>', 'exec roots and the local content cache (default: under the system temp dir)')
     .option('--concurrency <n>', 'actions run at once by the local worker (default: number of CPUs)', int('--concurrency'));
+  cmd
+    .option('--verify-rate <r>', 'fraction of executed actions run twice before their result may be cached (0 to 1)', rate('--verify-rate'))
+    .option('--audit-rate <r>', 'fraction of served cache hits re-executed in the background and compared (0 to 1)', rate('--audit-rate'));
   if (opts.storageNodes) cmd.option('--cas <addresses>', 'storage nodes HOST:PORT[,HOST:PORT] (blobs sharded by digest)');
   return cmd;
 }
@@ -66,6 +79,10 @@ export function configFromFlags(flags: CommonFlags): Config {
     redis: flags.redis ?? process.env.REDIS_URL,
     cas: flags.cas?.split(',').map((a) => a.trim()).filter(Boolean),
     execution: { enabled: flags.execution === false ? false : undefined },
+    verification: {
+      verifyRate: flags.verifyRate === undefined ? undefined : Number(flags.verifyRate),
+      auditRate: flags.auditRate === undefined ? undefined : Number(flags.auditRate),
+    },
     worker: {
       workDir: flags.workDir,
       concurrency: flags.concurrency === undefined ? undefined : Number(flags.concurrency),

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { ConfigError, type Config } from '../common/config.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { addCommonFlags, addExecutionFlags, configFromFlags, type CommonFlags } from './flags.ts';
+import { printReports, type ReportsFlags } from './reports-command.ts';
 import { startCas, startScheduler, startServe, startWorkerRole, type RunningRole } from './roles.ts';
 
 type Starter = (config: Config, logger: Logger) => Promise<RunningRole>;
@@ -49,6 +50,17 @@ addExecutionFlags(
   addCommonFlags(program.command('worker').description('takes jobs from Redis and runs them in bwrap sandboxes')),
   { storageNodes: true },
 ).action((flags: CommonFlags) => run('worker', startWorkerRole, flags));
+
+program
+  .command('reports')
+  .description('list nondeterminism and cache-poisoning reports of a running server, newest first')
+  .option('--http <url>', 'the server HTTP address', 'http://127.0.0.1:8981')
+  .option('--json', 'print JSON')
+  .option('--target <label>', 'only reports for this target')
+  .option('--mnemonic <mnemonic>', 'only reports for this mnemonic')
+  .option('--kind <kind>', 'nondeterministic or cache-poisoning')
+  .option('--limit <n>', 'at most this many', '100')
+  .action((flags: ReportsFlags) => printReports(flags));
 
 try {
   await program.parseAsync(process.argv);

@@ -17,7 +17,12 @@ import { BullmqJobQueue } from '../scheduler/bullmq-queue.ts';
 import { executionService, operationsService } from '../scheduler/execution-service.ts';
 import { InProcessJobQueue } from '../scheduler/in-process-queue.ts';
 import type { JobQueue } from '../scheduler/job-queue.ts';
-import { startWorker, type RunningWorker } from '../worker/worker.ts';
+import { startWorker } from '../worker/worker.ts';
+import type { JsonRoute } from '../common/http-server.ts';
+import { Auditor } from '../scheduler/auditor.ts';
+import { MemoryFeedbackStore, RedisFeedbackStore, type FeedbackStore } from '../scheduler/feedback.ts';
+import { MemoryReportStore, RedisReportStore, type ReportStore } from '../scheduler/report-store.ts';
+import { VerificationPolicy } from '../scheduler/verification-policy.ts';
 
 export interface RunningRole {
   grpcPort: number;
@@ -46,6 +51,37 @@ function remoteStorage(config: Config, logger: Logger): { blobs: BlobStore; acti
   return { blobs, actionCache, clients };
 }
 
+/** Reports, feedback, verification policy and auditor: shared by scheduler and workers. */
+function createVerification(config: Config, logger: Logger, blobs: BlobStore, actionCache: ActionCache, queue: JobQueue) {
+  const reports: ReportStore = config.redis ? new RedisReportStore(config.redis) : new MemoryReportStore();
+  const feedback: FeedbackStore = config.redis ? new RedisFeedbackStore(config.redis) : new MemoryFeedbackStore();
+  const policy = new VerificationPolicy(feedback, config.verification.verifyRate, config.verification.auditRate);
+  const auditor = new Auditor({ blobs, actionCache, queue, policy, config, logger: logger.child({ component: 'auditor' }) });
+  return {
+    reports,
+    feedback,
+    policy,
+    auditor,
+    routes: { '/api/reports': reportsRoute(reports) },
+    close: async () => {
+      await reports.close();
+      await feedback.close();
+    },
+  };
+}
+
+function reportsRoute(reports: ReportStore): JsonRoute {
+  return async (url) => {
+    const kind = url.searchParams.get('kind');
+    return reports.list({
+      target: url.searchParams.get('target') ?? undefined,
+      mnemonic: url.searchParams.get('mnemonic') ?? undefined,
+      kind: kind === 'nondeterministic' || kind === 'cache-poisoning' ? kind : undefined,
+      limit: Number(url.searchParams.get('limit') ?? 100) || 100,
+    });
+  };
+}
+
 function executionServices(deps: Parameters<typeof executionService>[0]): ServiceList {
   return [
     [serviceDefinitions.Execution, executionService(deps)],
@@ -58,23 +94,38 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
   const storage = await createStorage(config, metrics, logger);
   const service = serviceContexts(metrics, logger);
   const exec = config.execution.enabled;
-  const storageSvc = storageServices({ ...storage, config, service, execEnabled: exec });
-  const services = [...storageSvc.services];
-  let queue: JobQueue | undefined;
-  let worker: RunningWorker | undefined;
-  if (exec) {
-    queue = createQueue(config, logger);
-    services.push(...executionServices({ ...storage, queue, config, service }));
-    worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue });
+  if (!exec) {
+    const storageSvc = storageServices({ ...storage, config, service, execEnabled: false, clientWrites: config.actionCache.clientWrites ?? 'allow' });
+    const server = await startServer({ config, logger, metrics, services: storageSvc.services });
+    logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: false }, 'reapi serve listening');
+    return { ...server, close: async () => (await server.close(), storageSvc.close()) };
   }
-  const server = await startServer({ config, logger, metrics, services });
-  logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: exec }, 'reapi serve listening');
+  const queue = createQueue(config, logger);
+  const v = createVerification(config, logger, storage.blobs, storage.actionCache, queue);
+  const storageSvc = storageServices({
+    ...storage,
+    config,
+    service,
+    execEnabled: true,
+    // Only workers write the cache where actions are executed, unless configured otherwise.
+    clientWrites: config.actionCache.clientWrites ?? 'deny',
+    onServed: (...args) => v.auditor.served(...args),
+    onQuarantinedWrite: (...args) => v.auditor.quarantinedWrite(...args),
+  });
+  const services = [...storageSvc.services, ...executionServices({ ...storage, queue, config, service, policy: v.policy, auditor: v.auditor })];
+  const worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue, reports: v.reports, feedback: v.feedback });
+  const server = await startServer({ config, logger, metrics, services, routes: v.routes });
+  logger.info(
+    { grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: true, verifyRate: config.verification.verifyRate, auditRate: config.verification.auditRate },
+    'reapi serve listening',
+  );
   return {
     ...server,
     close: async () => {
       await server.close();
-      await worker?.stop();
-      await queue?.close();
+      await worker.stop();
+      await queue.close();
+      await v.close();
       storageSvc.close();
     },
   };
@@ -90,16 +141,27 @@ export async function startScheduler(config: Config, logger: Logger, metrics = n
   if (!config.redis) throw new Error('reapi scheduler needs --redis URL (or REDIS_URL)');
   const { blobs, actionCache, clients } = remoteStorage(config, logger);
   const queue = createQueue(config, logger);
+  const v = createVerification(config, logger, blobs, actionCache, queue);
   const service = serviceContexts(metrics, logger);
-  const storageSvc = storageServices({ blobs, actionCache, config, service, execEnabled: true });
-  const services = [...storageSvc.services, ...executionServices({ blobs, actionCache, queue, config, service })];
-  const server = await startServer({ config, logger, metrics, services });
+  const storageSvc = storageServices({
+    blobs,
+    actionCache,
+    config,
+    service,
+    execEnabled: true,
+    clientWrites: config.actionCache.clientWrites ?? 'deny',
+    onServed: (...args) => v.auditor.served(...args),
+    onQuarantinedWrite: (...args) => v.auditor.quarantinedWrite(...args),
+  });
+  const services = [...storageSvc.services, ...executionServices({ blobs, actionCache, queue, config, service, policy: v.policy, auditor: v.auditor })];
+  const server = await startServer({ config, logger, metrics, services, routes: v.routes });
   logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, cas: config.cas }, 'reapi scheduler listening');
   return {
     ...server,
     close: async () => {
       await server.close();
       await queue.close();
+      await v.close();
       storageSvc.close();
       for (const c of clients) c.close();
     },
@@ -111,13 +173,15 @@ export async function startWorkerRole(config: Config, logger: Logger, metrics = 
   if (!config.redis) throw new Error('reapi worker needs --redis URL (or REDIS_URL)');
   const { blobs, actionCache, clients } = remoteStorage(config, logger);
   const queue = createQueue(config, logger);
-  const worker = await startWorker({ config, logger, metrics, blobs, actionCache, queue });
+  const v = createVerification(config, logger, blobs, actionCache, queue);
+  const worker = await startWorker({ config, logger, metrics, blobs, actionCache, queue, reports: v.reports, feedback: v.feedback });
   const server = await startServer({ config, logger, metrics, services: [] });
   return {
     ...server,
     close: async () => {
       await worker.stop();
       await queue.close();
+      await v.close();
       await server.close();
       for (const c of clients) c.close();
     },

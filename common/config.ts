@@ -38,9 +38,11 @@ export const configSchema = z
       .object({
         /**
          * What UpdateActionResult from clients does: `allow` stores it, `deny` refuses with
-         * PERMISSION_DENIED. Storage-only deployments (remote cache) need `allow`.
+         * PERMISSION_DENIED, `quarantine` keeps it unserved until a worker's execution agrees.
+         * Default: `allow` on storage-only endpoints (a remote cache; storage nodes, which workers
+         * write through), `deny` where actions are executed (only workers write).
          */
-        clientWrites: z.enum(['allow', 'deny']).default('allow'),
+        clientWrites: z.enum(['allow', 'deny', 'quarantine']).optional(),
         /**
          * Serve an entry only while all its blobs are in this node's CAS. Turn off on storage nodes
          * behind a scheduler with several --cas nodes: blobs are sharded, and the scheduler checks
@@ -94,6 +96,20 @@ export const configSchema = z
             }),
           )
           .default([]),
+      })
+      .prefault({}),
+    verification: z
+      .object({
+        /** Fraction of executed actions run twice, under different variations, before caching. */
+        verifyRate: z.number().min(0).max(1).default(0),
+        /** Fraction of served cache hits whose action is re-run in the background and compared. */
+        auditRate: z.number().min(0).max(1).default(0),
+        /** What the client gets for a nondeterministic action: the first result with a warning, or a failure. */
+        onMismatch: z.enum(['warn', 'fail']).default('warn'),
+        /** Opt-in: run the second execution under libfaketime (a later wall clock). */
+        faketime: z.boolean().default(false),
+        /** Opt-in: serve the second run's exec root through disorderfs (shuffled directory order). */
+        directoryOrder: z.boolean().default(false),
       })
       .prefault({}),
     /** Redis URL: BullMQ queue and operation state (a fleet). Unset: in-process queue. */

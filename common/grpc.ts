@@ -14,6 +14,27 @@ export interface ServiceContext {
 
 export type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
 
+/**
+ * An implementation object may carry replacements for parts of its service definition under this
+ * key, e.g. a hand-written serializer for a hot message; startGrpcServer applies them.
+ */
+export const METHOD_OVERRIDES: unique symbol = Symbol('reapi.grpc.methodOverrides');
+
+export type MethodOverrides = Record<string, Partial<grpc.MethodDefinition<unknown, unknown>>>;
+
+/** `definition` with the overrides its implementation carries (see METHOD_OVERRIDES), if any. */
+export function applyMethodOverrides(definition: grpc.ServiceDefinition, impl: object): grpc.ServiceDefinition {
+  const overrides = (impl as { [METHOD_OVERRIDES]?: MethodOverrides })[METHOD_OVERRIDES];
+  if (!overrides) return definition;
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = { ...definition };
+  for (const [method, parts] of Object.entries(overrides)) {
+    const original = out[method];
+    if (!original) throw new Error(`method override for ${method}, which the service does not have`);
+    out[method] = { ...original, ...parts };
+  }
+  return out as grpc.ServiceDefinition;
+}
+
 /** Time one call and record its outcome; returns the function that ends it. */
 export function beginCall(ctx: ServiceContext, method: string, call: { getPeer(): string; metadata: grpc.Metadata }) {
   const stopTimer = ctx.metrics.grpcDuration.startTimer({ service: ctx.service, method });

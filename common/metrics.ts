@@ -106,6 +106,34 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly nondeterministicActions = new Counter({
+    name: 'reapi_nondeterministic_actions_total',
+    help: 'Actions whose two runs (verification) disagreed; their results were not cached.',
+    labelNames: ['mnemonic'] as const,
+    registers: [this.registry],
+  });
+
+  readonly cachePoisoningSuspected = new Counter({
+    name: 'reapi_cache_poisoning_suspected_total',
+    help: 'Served cache entries contradicted by a later execution (audit) or client-written entries a worker contradicted; the entry was removed.',
+    labelNames: ['mnemonic'] as const,
+    registers: [this.registry],
+  });
+
+  readonly verifications = new Counter({
+    name: 'reapi_verifications_total',
+    help: 'Double executions, by result: agreed, differed, or skipped (the first run failed).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly audits = new Counter({
+    name: 'reapi_audits_total',
+    help: 'Background re-executions of served cache entries, by result: confirmed, contradicted, failed.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }

@@ -196,6 +196,7 @@ export interface Messages {
   ErrorInfo: IO<ED['ErrorInfo']>;
   // reapi.v1 (our own)
   ResourceUsage: IO<ReapiGrpc['reapi']['v1']['ResourceUsage']>;
+  Provenance: IO<ReapiGrpc['reapi']['v1']['Provenance']>;
   // google.bytestream
   ReadRequest: IO<BS['ReadRequest']>;
   ReadResponse: IO<BS['ReadResponse']>;
@@ -278,6 +279,7 @@ export const MESSAGE_TYPES = {
   BadRequest: 'google.rpc.BadRequest',
   ErrorInfo: 'google.rpc.ErrorInfo',
   ResourceUsage: 'reapi.v1.ResourceUsage',
+  Provenance: 'reapi.v1.Provenance',
   ReadRequest: 'google.bytestream.ReadRequest',
   ReadResponse: 'google.bytestream.ReadResponse',
   WriteRequest: 'google.bytestream.WriteRequest',

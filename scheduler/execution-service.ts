@@ -11,6 +11,8 @@ import { cancelled, failedPrecondition, invalidArgument, notFound, unimplemented
 import { requestLabels, serverStream, unary, type ServiceContext } from '../common/grpc.ts';
 import type { ExecutionHandlers, MessageInput, OperationsHandlers } from '../protos/index.ts';
 import { loadAction } from './action-loader.ts';
+import type { Auditor } from './auditor.ts';
+import type { VerificationPolicy } from './verification-policy.ts';
 import type { JobQueue } from './job-queue.ts';
 import { cachedOperation, operationMessage, type Operation } from './operation-message.ts';
 
@@ -20,6 +22,10 @@ export interface ExecutionDeps {
   queue: JobQueue;
   config: Config;
   service: (name: string) => ServiceContext;
+  /** Decides which executions are verified (run twice). */
+  policy: VerificationPolicy;
+  /** Told about cache hits served by Execute. */
+  auditor: Auditor;
 }
 
 /** Stream an operation's updates until it is done or the client goes away. */
@@ -77,6 +83,7 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
         const hit = await actionCache.get(req.instance_name, actionDigest);
         ctx.metrics.actionCacheRequests.inc({ instance: req.instance_name, result: hit ? 'hit' : 'miss' });
         if (hit) {
+          deps.auditor.served(req.instance_name, actionDigest, hit, labels);
           await send(cachedOperation(`operations/cached-${randomUUID()}`, actionDigest, hit as MessageInput<'ActionResult'>));
           return;
         }
@@ -99,6 +106,7 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
         platform: loaded.platform,
         doNotCache,
         requestMetadata: { ...labels },
+        verify: !doNotCache && (await deps.policy.shouldVerify(labels.mnemonic ?? '')),
       };
       const { operationName, merged } = await queue.submit(job);
       ctx.logger.debug({ operation: operationName, merged, action: actionDigest.hash, ...labels }, 'action queued');

@@ -18,6 +18,14 @@ export interface JobSpec {
   doNotCache: boolean;
   /** Opaque to the queue: e.g. tool invocation id, mnemonic and target, for logs and reports. */
   requestMetadata?: Record<string, string>;
+  /** Run twice under different variations; cache only when both runs agree. */
+  verify?: boolean;
+  /**
+   * Re-execute to check an ActionCache entry (the job is then doNotCache): `entry` is the encoded
+   * ActionResult in the CAS. 'served': an entry served to clients; 'client-write': a quarantined
+   * client write, promoted into the cache when the execution agrees.
+   */
+  audit?: { entry: Digest; reason: 'served' | 'client-write' };
 }
 
 export type Stage = 'QUEUED' | 'EXECUTING' | 'COMPLETED';

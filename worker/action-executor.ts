@@ -1,7 +1,9 @@
 // The worker's job handler: one action from Action digest to ExecuteResponse.
 // Fetch Action and Command, materialise a fresh exec root from the local content cache, run it
-// with the Runner, collect and upload the declared outputs, write the ActionResult when it may be
-// cached, and always remove the exec root.
+// with the Runner, collect and upload the declared outputs, and write the ActionResult when it
+// may be cached; always remove the exec root. A job marked `verify` runs a second time under
+// variations before its result may be cached (worker/verifier.ts); an `audit` job re-runs an
+// ActionCache entry and checks it.
 //
 // Errors that are the action's own (bad input, missing blobs, timeouts) become the response's
 // status; infrastructure errors are thrown so the queue delivers the job again, maybe elsewhere.
@@ -10,19 +12,25 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ActionCache } from '../cas/action-cache.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
+import { withProvenance } from '../cas/provenance.ts';
 import type { Config } from '../common/config.ts';
 import { digestKey } from '../common/digest.ts';
 import { ReapiError, Status, toRpcStatus } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Metrics } from '../common/metrics.ts';
 import { encode, packAny, type MessageInput } from '../protos/index.ts';
-import { loadAction, type Command } from '../scheduler/action-loader.ts';
+import { loadAction, type Command, type LoadedAction } from '../scheduler/action-loader.ts';
+import type { FeedbackStore } from '../scheduler/feedback.ts';
 import type { JobContext, JobHandler, PlatformProperties } from '../scheduler/job-queue.ts';
 import { satisfies } from '../scheduler/platform.ts';
+import type { ReportStore } from '../scheduler/report-store.ts';
 import type { LocalContentCache } from './content-cache.ts';
+import { withShuffledDirectories } from './disorderfs.ts';
 import { createOutputParents, materializeInputRoot } from './materializer.ts';
 import { collectOutputs, uploadStdStreams } from './output-collector.ts';
 import type { ResourceLimits, RunOutcome, Runner } from './runner.ts';
+import { verificationVariation, type PlannedVariation, type VariationSupport } from './variations.ts';
+import { Verifier } from './verifier.ts';
 
 export interface ActionExecutorDeps {
   workerName: string;
@@ -31,11 +39,14 @@ export interface ActionExecutorDeps {
   actionCache: ActionCache;
   cache: LocalContentCache;
   runner: Runner;
-  /** Exec roots are created under here, one fresh directory per action. */
+  /** Exec roots are created under here, one fresh directory per run. */
   execDir: string;
   config: Config;
   metrics: Metrics;
   logger: Logger;
+  reports: ReportStore;
+  feedback: FeedbackStore;
+  variationSupport: VariationSupport;
 }
 
 /** Status codes that describe the action or its inputs, answered to the client rather than retried. */
@@ -65,8 +76,14 @@ function environment(command: Command): Record<string, string> {
   return env;
 }
 
+export interface Verdict {
+  label: string;
+  status: number;
+  message: string;
+}
+
 /** Outcome label and, for runs a limit ended, the explanation for the client. */
-function describe(outcome: RunOutcome): { label: string; status: number; message: string } {
+function describe(outcome: RunOutcome): Verdict {
   const f = outcome.failure;
   if (!f) return { label: outcome.exitCode === 0 ? 'success' : 'nonzero-exit', status: Status.OK, message: '' };
   if (f.kind === 'timeout') return { label: 'timeout', status: Status.DEADLINE_EXCEEDED, message: f.message };
@@ -75,38 +92,43 @@ function describe(outcome: RunOutcome): { label: string; status: number; message
   return { label: f.kind, status: Status.OK, message: f.message };
 }
 
+/** One run of an action: its ActionResult (outputs uploaded) and how it ended. */
+export interface Run {
+  result: MessageInput<'ActionResult'>;
+  verdict: Verdict;
+  /** Successful and complete: a result that may be cached. */
+  cacheable: boolean;
+}
+
 export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
   const { blobs, actionCache, cache, runner, config, metrics } = deps;
+  const verifier = new Verifier(deps);
 
-  return async (ctx: JobContext): Promise<Buffer> => {
-    const { job } = ctx;
-    const log = deps.logger.child({ operation: ctx.operationName, action: digestKey(job.actionDigest), ...job.requestMetadata });
-    const workerStart = Date.now();
-    await ctx.markExecuting(deps.workerName);
+  /** Materialise, run and collect once, in a fresh exec root that is removed afterwards. */
+  async function runOnce(ctx: JobContext, loaded: LoadedAction, variation?: PlannedVariation): Promise<Run> {
+    const { action, command } = loaded;
     const execRoot = join(deps.execDir, randomUUID());
     let release = () => {};
     try {
-      const loaded = await loadAction(blobs, job.actionDigest, config.execution);
-      const { action, command } = loaded;
-
-      const fetchStart = Date.now();
-      const inputs = await materializeInputRoot(cache, action.input_root_digest!, execRoot);
+      const workerStart = Date.now();
+      const inputs = await materializeInputRoot(cache, action.input_root_digest!, execRoot, { copy: variation?.copyInputs });
       release = inputs.release;
       await createOutputParents(execRoot, command);
       const fetchEnd = Date.now();
 
-      const outcome = await runner.run(
-        {
-          execRoot,
-          argv: command.arguments,
-          env: environment(command),
-          workingDirectory: command.working_directory,
-          timeoutMs: loaded.timeoutMs,
-          limits: limitsFor(config, loaded.platform),
-          maxOutputBytes: config.worker.maxOutputBytes,
-        },
-        ctx.signal,
-      );
+      const spec = {
+        execRoot,
+        argv: command.arguments,
+        env: environment(command),
+        workingDirectory: command.working_directory,
+        timeoutMs: loaded.timeoutMs,
+        limits: limitsFor(config, loaded.platform),
+        maxOutputBytes: config.worker.maxOutputBytes,
+        variation: variation?.variation,
+      };
+      const outcome = variation?.shuffleDirectories
+        ? await withShuffledDirectories(deps.variationSupport.disorderfs!, execRoot, (root) => runner.run({ ...spec, execRoot: root }, ctx.signal))
+        : await runner.run(spec, ctx.signal);
       const execEnd = Date.now();
       const verdict = describe(outcome);
       if (verdict.status === Status.INTERNAL) throw new ReapiError(Status.INTERNAL, `sandbox failed: ${verdict.message}`);
@@ -120,6 +142,13 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
       const std = await uploadStdStreams(outcome.stdout, stderr, blobs);
       const uploadEnd = Date.now();
 
+      metrics.actionsExecuted.inc({ outcome: verdict.label });
+      if (ctx.queuedAt) metrics.executionStageDuration.observe({ stage: 'queued' }, Math.max(0, workerStart - ctx.queuedAt) / 1000);
+      metrics.executionStageDuration.observe({ stage: 'input_fetch' }, (fetchEnd - workerStart) / 1000);
+      metrics.executionStageDuration.observe({ stage: 'execution' }, (execEnd - fetchEnd) / 1000);
+      metrics.executionStageDuration.observe({ stage: 'output_upload' }, (uploadEnd - execEnd) / 1000);
+      if (outputs.missing.length > 0) deps.logger.debug({ missing: outputs.missing }, 'declared outputs not produced');
+
       const result: MessageInput<'ActionResult'> = {
         ...outputs.result,
         exit_code: outcome.exitCode,
@@ -128,7 +157,7 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
           worker: deps.workerName,
           queued_timestamp: timestamp(ctx.queuedAt ?? workerStart),
           worker_start_timestamp: timestamp(workerStart),
-          input_fetch_start_timestamp: timestamp(fetchStart),
+          input_fetch_start_timestamp: timestamp(workerStart),
           input_fetch_completed_timestamp: timestamp(fetchEnd),
           execution_start_timestamp: timestamp(outcome.startedAt.getTime()),
           execution_completed_timestamp: timestamp(outcome.completedAt.getTime()),
@@ -148,26 +177,60 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
           ],
         },
       };
-
-      metrics.actionsExecuted.inc({ outcome: verdict.label });
-      if (ctx.queuedAt) metrics.executionStageDuration.observe({ stage: 'queued' }, (workerStart - ctx.queuedAt) / 1000);
-      metrics.executionStageDuration.observe({ stage: 'input_fetch' }, (fetchEnd - fetchStart) / 1000);
-      metrics.executionStageDuration.observe({ stage: 'execution' }, (execEnd - fetchEnd) / 1000);
-      metrics.executionStageDuration.observe({ stage: 'output_upload' }, (uploadEnd - execEnd) / 1000);
-
       // A cut stdout/stderr is not the action's real result: never cache it.
-      const cacheable = verdict.label === 'success' && !outcome.truncated && !job.doNotCache && !action.do_not_cache;
-      if (cacheable) await actionCache.put(job.instanceName, job.actionDigest, result);
-      if (outputs.missing.length > 0) log.debug({ missing: outputs.missing }, 'declared outputs not produced');
-      log.info(
-        { exitCode: outcome.exitCode, outcome: verdict.label, cached: cacheable, ms: execEnd - fetchEnd, fetchedBytes: inputs.fetchedBytes },
-        'action executed',
-      );
-      return encode('ExecuteResponse', {
-        result,
-        status: { code: verdict.status, message: verdict.message },
-        message: verdict.message,
-      });
+      return { result, verdict, cacheable: verdict.label === 'success' && !outcome.truncated };
+    } finally {
+      release();
+      await rm(execRoot, { recursive: true, force: true }).catch((err: unknown) => deps.logger.warn({ err }, 'could not remove exec root'));
+    }
+  }
+
+  return async (ctx: JobContext): Promise<Buffer> => {
+    const { job } = ctx;
+    const log = deps.logger.child({ operation: ctx.operationName, action: digestKey(job.actionDigest), ...job.requestMetadata });
+    const mnemonic = job.requestMetadata?.mnemonic ?? '';
+    await ctx.markExecuting(deps.workerName);
+    try {
+      const loaded = await loadAction(blobs, job.actionDigest, config.execution);
+      const secondRun = () => verificationVariation(environment(loaded.command), config.verification, deps.variationSupport);
+
+      if (job.audit) {
+        // Audits vary the environment too: an entry must hold up under any correct execution.
+        const run = await runOnce(ctx, loaded, secondRun());
+        await verifier.audit(job, run, log);
+        return encode('ExecuteResponse', { result: run.result, status: { code: Status.OK, message: '' } });
+      }
+
+      const first = await runOnce(ctx, loaded);
+      let cacheable = first.cacheable && !job.doNotCache && !loaded.action.do_not_cache;
+      let verified = false;
+      let warning = first.verdict.message;
+      let status = first.verdict.status;
+      if (job.verify && first.cacheable) {
+        const planned = secondRun();
+        const second = await runOnce(ctx, loaded, planned);
+        const check = await verifier.compare(job, first, second, planned, log);
+        if (check.agreed) {
+          verified = true;
+        } else {
+          cacheable = false;
+          warning = check.message;
+          if (config.verification.onMismatch === 'fail') status = Status.FAILED_PRECONDITION;
+        }
+      } else {
+        if (job.verify) metrics.verifications.inc({ result: 'skipped' });
+        await deps.feedback.recordExecuted(mnemonic, false);
+      }
+
+      if (cacheable) {
+        await actionCache.put(
+          job.instanceName,
+          job.actionDigest,
+          withProvenance(first.result, { source: 'worker', worker: deps.workerName, verified, tool_invocation_id: job.requestMetadata?.toolInvocationId ?? '' }),
+        );
+      }
+      log.info({ exitCode: first.result.exit_code ?? 0, outcome: first.verdict.label, cached: cacheable, verified }, 'action executed');
+      return encode('ExecuteResponse', { result: first.result, status: { code: status, message: warning }, message: warning });
     } catch (err) {
       const status = toRpcStatus(err);
       if (!CLIENT_ERRORS.has(status.code)) {
@@ -178,9 +241,6 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
       metrics.actionsExecuted.inc({ outcome: status.code === Status.CANCELLED ? 'cancelled' : 'rejected' });
       log.warn({ code: status.code }, status.message);
       return encode('ExecuteResponse', { status });
-    } finally {
-      release();
-      await rm(execRoot, { recursive: true, force: true }).catch((err: unknown) => log.warn({ err }, 'could not remove exec root'));
     }
   };
 }

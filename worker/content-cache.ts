@@ -219,18 +219,21 @@ export class LocalContentCache {
 
   /**
    * Put the blob at `dest` (which must not exist) with mode 0444, or 0555 when `executable`:
-   * a hardlink to the cached file when possible, else a copy.
+   * a hardlink to the cached file when possible, else a copy. `copy` forces a copy (a verification
+   * run gives inputs a different inode identity).
    */
-  async materialize(digest: Digest, executable: boolean, dest: string): Promise<'linked' | 'copied'> {
-    try {
-      await link(this.pathOf(digest, executable), dest);
-      return 'linked';
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // ENOENT: no executable copy (too large for its cap). EXDEV: other filesystem. EMLINK: the
-      // file has as many links as the filesystem allows. EPERM: hardlinks not permitted here.
-      if (code !== 'ENOENT' && code !== 'EXDEV' && code !== 'EMLINK' && code !== 'EPERM') throw err;
-      if (code === 'ENOENT' && !executable) throw err;
+  async materialize(digest: Digest, executable: boolean, dest: string, copy = false): Promise<'linked' | 'copied'> {
+    if (!copy) {
+      try {
+        await link(this.pathOf(digest, executable), dest);
+        return 'linked';
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // ENOENT: no executable copy (too large for its cap). EXDEV: other filesystem. EMLINK: the
+        // file has as many links as the filesystem allows. EPERM: hardlinks not permitted here.
+        if (code !== 'ENOENT' && code !== 'EXDEV' && code !== 'EMLINK' && code !== 'EPERM') throw err;
+        if (code === 'ENOENT' && !executable) throw err;
+      }
     }
     await copyFile(this.pathOf(digest, false), dest);
     await chmod(dest, executable ? 0o555 : 0o444);

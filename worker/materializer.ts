@@ -52,6 +52,7 @@ export async function materializeInputRoot(
   cache: LocalContentCache,
   inputRootDigest: Digest,
   execRoot: string,
+  opts: { copy?: boolean } = {},
 ): Promise<MaterializedInputs> {
   const rootDigest = validateDigest(inputRootDigest, 'input_root_digest');
   const releases: Array<() => void> = [];
@@ -118,7 +119,7 @@ export async function materializeInputRoot(
         const d = { hash: f.digest!.hash, size_bytes: Number(f.digest!.size_bytes) };
         stats.files++;
         stats.bytes += d.size_bytes;
-        leaves.push(() => cache.materialize(d, f.is_executable, join(path, f.name)));
+        leaves.push(() => cache.materialize(d, f.is_executable, join(path, f.name), opts.copy));
       }
       for (const s of dir.symlinks) {
         stats.symlinks++;

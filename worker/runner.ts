@@ -19,6 +19,8 @@ export interface Variation {
   disableAslr?: boolean;
   /** Restrict the action to this many CPUs. */
   cpus?: number;
+  /** Variables added when the Command does not set them (e.g. libfaketime's LD_PRELOAD). */
+  extraEnv?: Record<string, string>;
 }
 
 export interface ResourceLimits {

@@ -13,6 +13,9 @@ import type { JobQueue } from '../scheduler/job-queue.ts';
 import { createActionExecutor, prepareExecDir } from './action-executor.ts';
 import { LocalContentCache } from './content-cache.ts';
 import type { Runner } from './runner.ts';
+import { detectVariationSupport } from './variations.ts';
+import type { FeedbackStore } from '../scheduler/feedback.ts';
+import type { ReportStore } from '../scheduler/report-store.ts';
 import { BwrapRunner } from './runners/bwrap-runner.ts';
 
 export interface WorkerDeps {
@@ -22,6 +25,8 @@ export interface WorkerDeps {
   blobs: BlobStore;
   actionCache: ActionCache;
   queue: JobQueue;
+  reports: ReportStore;
+  feedback: FeedbackStore;
   /** Default: a BwrapRunner. */
   runner?: Runner;
   name?: string;
@@ -59,6 +64,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     logger,
   });
   const execDir = await prepareExecDir(workDir);
+  const variationSupport = await detectVariationSupport();
   const concurrency = config.worker.concurrency ?? availableParallelism();
   const handler = createActionExecutor({
     workerName: name,
@@ -70,6 +76,9 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     config,
     metrics: deps.metrics,
     logger: logger.child({ worker: name }),
+    reports: deps.reports,
+    feedback: deps.feedback,
+    variationSupport,
   });
   const stopWork = await deps.queue.work({ name, platform: config.worker.platform, concurrency }, handler);
   logger.info({ worker: name, workDir, concurrency, platform: config.worker.platform, runner: runner.name }, 'worker taking jobs');

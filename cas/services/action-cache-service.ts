@@ -1,7 +1,9 @@
 // ActionCache: GetActionResult (with inlining on request) and UpdateActionResult.
 import { digestKey, validateDigest, type Digest } from '../../common/digest.ts';
 import { invalidArgument, notFound, permissionDenied } from '../../common/errors.ts';
-import { unary } from '../../common/grpc.ts';
+import { requestLabels, unary } from '../../common/grpc.ts';
+import { encode } from '../../protos/index.ts';
+import { isRemoved, provenanceOf, withProvenance } from '../provenance.ts';
 import type { ActionCacheHandlers } from '../../protos/index.ts';
 import type { ActionResult } from '../action-cache.ts';
 import type { BlobStore } from '../blob-store.ts';
@@ -13,11 +15,13 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
   const { actionCache, blobs, config } = storage;
 
   return {
-    GetActionResult: unary(ctx, 'GetActionResult', async (req) => {
+    GetActionResult: unary(ctx, 'GetActionResult', async (req, call) => {
       const digest = validateDigest(req.action_digest, 'action_digest');
-      const result = await actionCache.get(req.instance_name, digest);
+      const stored = await actionCache.get(req.instance_name, digest);
+      const result = stored && !isRemoved(stored) ? stored : undefined;
       ctx.metrics.actionCacheRequests.inc({ instance: req.instance_name, result: result ? 'hit' : 'miss' });
       if (!result) throw notFound(`no action result for ${digestKey(digest)} in instance "${req.instance_name}"`);
+      storage.onServed?.(req.instance_name, digest, result, requestLabels(call.metadata));
       await inline(blobs, result, {
         stdout: req.inline_stdout,
         stderr: req.inline_stderr,
@@ -27,18 +31,33 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
       return result;
     }),
 
-    UpdateActionResult: unary(ctx, 'UpdateActionResult', async (req) => {
+    UpdateActionResult: unary(ctx, 'UpdateActionResult', async (req, call) => {
       const digest = validateDigest(req.action_digest, 'action_digest');
-      if (config.actionCache.clientWrites !== 'allow') {
+      const policy = storage.clientWrites;
+      if (policy === 'deny') {
         ctx.metrics.actionCacheUpdates.inc({ instance: req.instance_name, source: 'client', result: 'refused' });
-        throw permissionDenied('this server does not accept ActionCache writes from clients (actionCache.clientWrites is "deny")');
+        throw permissionDenied(
+          'this server does not accept ActionCache writes from clients (actionCache.clientWrites is "deny": only workers write)',
+        );
       }
       const result = req.action_result;
       if (!result) throw invalidArgument('action_result is missing');
+      const labels = requestLabels(call.metadata);
       // Inline data may arrive with the result; keep it in the CAS so the entry stays small.
       if (result.stdout_raw.length > 0 && !result.stdout_digest) result.stdout_digest = await putBlob(blobs, result.stdout_raw);
       if (result.stderr_raw.length > 0 && !result.stderr_digest) result.stderr_digest = await putBlob(blobs, result.stderr_raw);
-      const entry: ActionResult = { ...result, stdout_raw: Buffer.alloc(0), stderr_raw: Buffer.alloc(0) };
+      const stripped = { ...result, stdout_raw: Buffer.alloc(0), stderr_raw: Buffer.alloc(0) };
+      const entry =
+        storage.trustProvenance && provenanceOf(stripped).source !== 'unknown'
+          ? stripped
+          : withProvenance(stripped, { source: 'client', tool_invocation_id: labels.toolInvocationId ?? '' });
+      if (policy === 'quarantine' && storage.onQuarantinedWrite) {
+        // Not served until a worker's execution of the action agrees with it.
+        const blob = await putBlob(blobs, encode('ActionResult', entry));
+        await storage.onQuarantinedWrite(req.instance_name, digest, blob, labels);
+        ctx.metrics.actionCacheUpdates.inc({ instance: req.instance_name, source: 'client', result: 'quarantined' });
+        return result;
+      }
       await actionCache.put(req.instance_name, digest, entry);
       ctx.metrics.actionCacheUpdates.inc({ instance: req.instance_name, source: 'client', result: 'stored' });
       return result;

@@ -5,11 +5,12 @@
 // QueryWriteStatus and continue from `committed_size`. Idle uploads are dropped after a while.
 import type * as grpc from '@grpc/grpc-js';
 import { aborted, invalidArgument, outOfRange, toServiceError } from '../../common/errors.ts';
-import { beginCall, serverStream, unary } from '../../common/grpc.ts';
+import { beginCall, METHOD_OVERRIDES, serverStream, unary, type MethodOverrides } from '../../common/grpc.ts';
 import { parseReadResource, parseWriteResource, type BlobResource } from '../../common/resource-name.ts';
 import { ZstdDecoder, ZstdEncoder } from '../../common/zstd.ts';
-import type { ByteStreamHandlers, MessageInput, MessageOutput } from '../../protos/index.ts';
-import type { BlobWriter } from '../blob-store.ts';
+import { root, serviceDefinitions, type ByteStreamHandlers, type MessageInput, type MessageOutput } from '../../protos/index.ts';
+import type { BlobStore, BlobWriter } from '../blob-store.ts';
+import type { BlobChunkReader } from '../disk-blob-store.ts';
 import type { StorageContext } from './storage-context.ts';
 
 /** Largest data chunk sent in one ReadResponse. */
@@ -29,7 +30,7 @@ interface Upload {
 type WriteRequest = MessageOutput<'WriteRequest'>;
 type WriteResponse = MessageInput<'WriteResponse'>;
 
-export function byteStreamService(storage: StorageContext): ByteStreamHandlers & { close(): void } {
+export function byteStreamService(storage: StorageContext): ByteStreamHandlers & { close(): void; [METHOD_OVERRIDES]: MethodOverrides } {
   const ctx = storage.service('ByteStream');
   const { blobs } = storage;
   const uploads = new Map<string, Upload>();
@@ -139,7 +140,7 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
   }
 
   return {
-    Read: serverStream(ctx, 'Read', async (req, send) => {
+    Read: serverStream(ctx, 'Read', async (req, send, call) => {
       const resource = parseReadResource(req.resource_name);
       const { digest } = resource;
       if (req.read_offset < 0) throw outOfRange(`read_offset ${req.read_offset} is negative`);
@@ -150,20 +151,24 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
       if (resource.compressor !== 'identity' && req.read_limit !== 0) {
         throw invalidArgument('read_limit must be 0 when reading compressed-blobs (REAPI: the limit cannot apply to compressed data)');
       }
-      const stream = await blobs.read(digest, req.read_offset, req.read_limit);
-      const encoder = resource.compressor === 'zstd' ? new ZstdEncoder() : undefined;
       let sent = 0;
-      try {
-        for await (const chunk of stream as AsyncIterable<Buffer>) {
-          sent += chunk.length;
-          const parts = encoder ? encoder.push(chunk) : [chunk];
-          for (const part of parts) {
-            for (let i = 0; i < part.length; i += READ_CHUNK) await send({ data: part.subarray(i, i + READ_CHUNK) });
+      if (resource.compressor === 'identity' && hasChunkReader(blobs)) {
+        sent = await sendFromReader(await blobs.openReader(digest, req.read_offset, req.read_limit), send, call);
+      } else {
+        const stream = await blobs.read(digest, req.read_offset, req.read_limit);
+        const encoder = resource.compressor === 'zstd' ? new ZstdEncoder() : undefined;
+        try {
+          for await (const chunk of stream as AsyncIterable<Buffer>) {
+            sent += chunk.length;
+            const parts = encoder ? encoder.push(chunk) : [chunk];
+            for (const part of parts) {
+              for (let i = 0; i < part.length; i += READ_CHUNK) await send({ data: part.subarray(i, i + READ_CHUNK) });
+            }
           }
+          if (encoder) for (const part of encoder.push(Buffer.alloc(0), true)) await send({ data: part });
+        } finally {
+          stream.destroy();
         }
-        if (encoder) for (const part of encoder.push(Buffer.alloc(0), true)) await send({ data: part });
-      } finally {
-        stream.destroy();
       }
       ctx.metrics.casBytes.inc({ direction: 'read' }, sent);
       ctx.metrics.casBlobOps.inc({ direction: 'read', result: 'ok' });
@@ -194,6 +199,8 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
       return { committed_size: 0, complete: false };
     }),
 
+    [METHOD_OVERRIDES]: { Read: { responseSerialize: serializeReadResponse as (msg: unknown) => Buffer } },
+
     close: () => {
       clearInterval(sweeper);
       for (const u of uploads.values()) void u.writer.abort();
@@ -205,4 +212,132 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
 function isStreamEnd(err: unknown): boolean {
   const code = (err as { code?: string }).code;
   return code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read without copies: a blob store that can read into caller buffers (the disk store) fills
+// pooled buffers that already hold the ReadResponse encoding, so the serializer hands them to
+// grpc-js as they are, and grpc-js's own framing copy is the only one on the way out.
+
+type ReadResponse = MessageInput<'ReadResponse'>;
+
+/** Buffers one Read may have filled and not yet handed to grpc-js. */
+const READ_BUFFERS = 4;
+/** Room in front of the data for the ReadResponse header: a tag byte and a length varint. */
+const HEADROOM = 8;
+const PRE_ENCODED: unique symbol = Symbol('ReadResponse encoding');
+
+interface PreEncodedResponse extends ReadResponse {
+  [PRE_ENCODED]?: { bytes: Buffer; release(): void };
+}
+
+function hasChunkReader(store: BlobStore): store is BlobStore & { openReader(d: BlobResource['digest'], offset: number, limit: number): Promise<BlobChunkReader> } {
+  return typeof (store as { openReader?: unknown }).openReader === 'function';
+}
+
+async function sendFromReader(
+  reader: BlobChunkReader,
+  send: (msg: ReadResponse) => Promise<void>,
+  call: grpc.ServerWritableStream<unknown, unknown>,
+): Promise<number> {
+  const free: Buffer[] = [];
+  let allocated = 0;
+  let wake: (() => void) | undefined;
+  const release = (buf: Buffer) => {
+    free.push(buf);
+    wake?.();
+  };
+  let sent = 0;
+  try {
+    while (reader.remaining > 0) {
+      if (free.length === 0 && allocated >= READ_BUFFERS) {
+        // Every buffer waits in grpc-js's queue: wait until it has serialized one, or the call
+        // is over (a cancelled call serializes nothing more; send() then rejects).
+        if (!call.cancelled) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              wake = undefined;
+              call.removeListener('cancelled', done);
+              resolve();
+            };
+            wake = done;
+            call.once('cancelled', done);
+          });
+        }
+        if (free.length === 0) {
+          await send({ data: Buffer.alloc(0) }); // rejects: the call was cancelled
+          throw new Error('ByteStream.Read: a buffer was neither serialized nor cancelled'); // not reached
+        }
+      }
+      const buf = free.pop() ?? (allocated++, Buffer.allocUnsafeSlow(HEADROOM + READ_CHUNK));
+      const n = await reader.read(buf, HEADROOM, Math.min(READ_CHUNK, reader.remaining));
+      const start = HEADROOM - headerLength(n);
+      writeHeader(buf, start, n);
+      const msg: PreEncodedResponse = {
+        data: buf.subarray(HEADROOM, HEADROOM + n),
+        [PRE_ENCODED]: { bytes: buf.subarray(start, HEADROOM + n), release: () => release(buf) },
+      };
+      await send(msg);
+      sent += n;
+    }
+  } finally {
+    await reader.close();
+  }
+  return sent;
+}
+
+function varintLength(n: number): number {
+  let len = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    len++;
+  }
+  return len;
+}
+
+/** ReadResponse.data's tag and length (the header of a one-field message). */
+function headerLength(dataLength: number): number {
+  return 1 + varintLength(dataLength);
+}
+
+/** ReadResponse.data's key: field number 10, wire type 2 (length-delimited); read from the proto. */
+const DATA_KEY = (() => {
+  const type = root.lookupType('google.bytestream.ReadResponse');
+  const data = type.fields['data'];
+  if (!data || data.type !== 'bytes' || Object.keys(type.fields).length !== 1 || data.id >= 16) {
+    throw new Error('google.bytestream.ReadResponse is not the one-field message this serializer writes');
+  }
+  return (data.id << 3) | 2;
+})();
+
+function writeHeader(buf: Buffer, at: number, dataLength: number): void {
+  buf[at++] = DATA_KEY;
+  let n = dataLength;
+  while (n >= 0x80) {
+    buf[at++] = (n % 128) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  buf[at] = n;
+}
+
+const encodeReadResponse = serviceDefinitions.ByteStream.Read.responseSerialize as (msg: ReadResponse) => Buffer;
+
+/**
+ * ReadResponse's serializer: a pre-encoded response as it is (its buffer goes back to its pool:
+ * grpc-js copies it into the frame before any other code runs), other ones as tag, length and
+ * data in one buffer, which is what protobufjs would write, with less work.
+ */
+function serializeReadResponse(msg: PreEncodedResponse): Buffer {
+  const pre = msg[PRE_ENCODED];
+  if (pre) {
+    pre.release();
+    return pre.bytes;
+  }
+  const data = msg.data;
+  if (!(data instanceof Uint8Array)) return encodeReadResponse(msg);
+  const head = headerLength(data.length);
+  const out = Buffer.allocUnsafe(head + data.length);
+  writeHeader(out, 0, data.length);
+  out.set(data, head);
+  return out;
 }

@@ -1,7 +1,9 @@
 // What the storage services share.
 import type { Config } from '../../common/config.ts';
 import type { ServiceContext } from '../../common/grpc.ts';
-import type { ActionCache } from '../action-cache.ts';
+import type { Digest } from '../../common/digest.ts';
+import type { RequestLabels } from '../../common/grpc.ts';
+import type { ActionCache, ActionResult } from '../action-cache.ts';
 import type { BlobStore } from '../blob-store.ts';
 
 export interface StorageContext {
@@ -9,4 +11,15 @@ export interface StorageContext {
   actionCache: ActionCache;
   config: Config;
   service: (name: string) => ServiceContext;
+  /**
+   * Keep the provenance a writer records (storage nodes: their writers are workers) instead of
+   * marking every write as a client's (client-facing endpoints).
+   */
+  trustProvenance?: boolean;
+  /** The write policy for UpdateActionResult from clients, resolved for this role. */
+  clientWrites: 'allow' | 'deny' | 'quarantine';
+  /** Told about every cache hit served by GetActionResult (feedback, audits). */
+  onServed?: (instanceName: string, actionDigest: Digest, result: ActionResult, labels: RequestLabels) => void;
+  /** Told about a quarantined client write (its ActionResult stored in the CAS as `entry`). */
+  onQuarantinedWrite?: (instanceName: string, actionDigest: Digest, entry: Digest, labels: RequestLabels) => Promise<void>;
 }

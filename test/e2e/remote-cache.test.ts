@@ -9,14 +9,14 @@ import { after, before, describe, test } from 'node:test';
 import { WORKSPACE_OUTPUTS, allRemoteCacheHits, bazelAvailable, createBazel, parseProcessSummary, type Bazel } from './bazel.ts';
 import { httpGet, metricValue, startReapi, type ReapiProcess } from '../support/reapi-process.ts';
 
-describe('Bazel with --remote_cache pointed at reapi serve', { skip: !bazelAvailable() && 'bazel is not installed' }, () => {
+describe('Bazel with --remote_cache pointed at reapi serve --no-execution', { skip: !bazelAvailable() && 'bazel is not installed' }, () => {
   let dataDir: string;
   let server: ReapiProcess;
   let bazel: Bazel;
 
   before(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'reapi-e2e-cache-'));
-    server = await startReapi(['serve', '--data-dir', dataDir]);
+    server = await startReapi(['serve', '--no-execution', '--data-dir', dataDir]);
     bazel = await createBazel();
   });
 
@@ -57,7 +57,7 @@ describe('Bazel with --remote_cache pointed at reapi serve', { skip: !bazelAvail
 
   test('after a server restart on the same data dir, still all remote cache hits', async () => {
     await server.stop();
-    server = await startReapi(['serve', '--data-dir', dataDir]);
+    server = await startReapi(['serve', '--no-execution', '--data-dir', dataDir]);
     await bazel.clean();
     const summary = await buildAndTest();
     assert.ok(allRemoteCacheHits(summary!), `expected only cache hits after restart: ${summary!.line}`);

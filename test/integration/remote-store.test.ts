@@ -231,7 +231,7 @@ describe('RemoteBlobStore and RemoteActionCache on a storage node', () => {
     assert.deepEqual(missing, asked.filter((d) => absent.includes(d)));
   });
 
-  it('ActionCache: put, get and miss, per instance; remove is UNIMPLEMENTED', async () => {
+  it('ActionCache: put, get and miss, per instance; remove leaves a marker read as a miss', async () => {
     const ac = new RemoteActionCache(n.clients);
     const out = await putBlob(store, Buffer.from('output file'));
     const stdout = await putBlob(store, Buffer.from('some stdout'));
@@ -250,7 +250,15 @@ describe('RemoteBlobStore and RemoteActionCache on a storage node', () => {
     assert.equal(got.stdout_raw.length, 0);
     assert.equal(await ac.get('team-b', action), undefined);
     assert.equal(await ac.get('', action), undefined);
-    await rejectsWith(ac.remove('team-a', action), status.UNIMPLEMENTED, /no delete/);
+    // The REAPI cannot delete: a removed entry is overwritten with a marker every reader treats as a miss.
+    await ac.remove('team-a', action);
+    assert.equal(await ac.get('team-a', action), undefined);
+    const direct = await new Promise<unknown>((resolve) =>
+      n.clients.actionCache.GetActionResult({ instance_name: 'team-a', action_digest: action }, (err) => resolve(err?.code)),
+    );
+    assert.equal(direct, status.NOT_FOUND, 'the storage node itself answers NOT_FOUND for a removed entry');
+    await ac.put('team-a', action, { exit_code: 0, stdout_digest: stdout });
+    assert.ok(await ac.get('team-a', action), 'a new result replaces the marker');
   });
 
   it('timings: batch vs ByteStream for small blobs, cost of an existence check', async (t) => {

@@ -320,6 +320,7 @@ export class BwrapRunner implements Runner {
     if (!('PATH' in env)) env.PATH = this.opts.defaultPath;
     if (v.tz !== undefined && !('TZ' in env)) env.TZ = v.tz;
     if (v.locale !== undefined && !('LANG' in env) && !('LC_ALL' in env)) env.LANG = v.locale;
+    for (const [k, val] of Object.entries(v.extraEnv ?? {})) if (!(k in env)) env[k] = val;
 
     // bwrap always exports PWD after its chdir. To hand the action exactly the Command's
     // environment, `env` removes it again (or restores the Command's own PWD) inside the sandbox.

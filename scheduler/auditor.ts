@@ -1,0 +1,75 @@
+// Audits: served cache entries (sampled by the VerificationPolicy, the biggest blast radius first)
+// and quarantined client writes are re-executed in the background by a worker, which compares and
+// removes or promotes the entry (worker/verifier.ts). Audits never delay or fail a client's call.
+import type { ActionCache, ActionResult } from '../cas/action-cache.ts';
+import { putBlob } from '../cas/blob-io.ts';
+import type { BlobStore } from '../cas/blob-store.ts';
+import { provenanceOf } from '../cas/provenance.ts';
+import type { Config } from '../common/config.ts';
+import { digestKey, type Digest } from '../common/digest.ts';
+import type { RequestLabels } from '../common/grpc.ts';
+import type { Logger } from '../common/logger.ts';
+import { encode } from '../protos/index.ts';
+import { loadAction } from './action-loader.ts';
+import type { JobQueue } from './job-queue.ts';
+import type { VerificationPolicy } from './verification-policy.ts';
+
+/** Audits queue behind everything clients wait for (REAPI: larger priority values run later). */
+const AUDIT_PRIORITY = 1000;
+
+export class Auditor {
+  constructor(
+    private readonly deps: {
+      blobs: BlobStore;
+      actionCache: ActionCache;
+      queue: JobQueue;
+      policy: VerificationPolicy;
+      config: Config;
+      logger: Logger;
+    },
+  ) {}
+
+  /** A cache hit was served to a client: record it, and maybe audit the entry most worth it. */
+  served(instanceName: string, actionDigest: Digest, result: ActionResult, labels: RequestLabels): void {
+    const provenance = provenanceOf(result);
+    const source = provenance.source === 'client' || provenance.source === 'worker' ? provenance.source : 'unknown';
+    void (async () => {
+      const pick = await this.deps.policy.onServed(instanceName, actionDigest, labels.mnemonic ?? '', { source, verified: provenance.verified });
+      if (!pick) return;
+      const same = pick.instanceName === instanceName && pick.actionDigest.hash === actionDigest.hash;
+      const entry = same ? result : await this.deps.actionCache.get(pick.instanceName, pick.actionDigest);
+      if (!entry) return;
+      const blob = await putBlob(this.deps.blobs, encode('ActionResult', entry));
+      await this.submit(pick.instanceName, pick.actionDigest, blob, 'served', same ? labels : { mnemonic: pick.mnemonic });
+    })().catch((err: unknown) => this.deps.logger.warn({ err, action: digestKey(actionDigest) }, 'could not schedule an audit'));
+  }
+
+  /** A client wrote an entry under the quarantine policy: execute the action to confirm it. */
+  async quarantinedWrite(instanceName: string, actionDigest: Digest, entry: Digest, labels: RequestLabels): Promise<void> {
+    await this.submit(instanceName, actionDigest, entry, 'client-write', labels);
+  }
+
+  private async submit(instanceName: string, actionDigest: Digest, entry: Digest, reason: 'served' | 'client-write', labels: RequestLabels): Promise<void> {
+    const { queue, blobs, config, logger } = this.deps;
+    let platform;
+    try {
+      ({ platform } = await loadAction(blobs, actionDigest, config.execution));
+    } catch (err) {
+      logger.info({ action: digestKey(actionDigest), reason, err: (err as Error).message }, 'cannot audit: the action is not in the CAS');
+      return;
+    }
+    if ((await queue.unsatisfiable(platform)).length > 0) return;
+    const requestMetadata: Record<string, string> = {};
+    for (const [k, v] of Object.entries(labels)) if (typeof v === 'string') requestMetadata[k] = v;
+    const { operationName } = await queue.submit({
+      instanceName,
+      actionDigest,
+      priority: AUDIT_PRIORITY,
+      platform,
+      doNotCache: true,
+      requestMetadata,
+      audit: { entry, reason },
+    });
+    logger.debug({ operation: operationName, action: digestKey(actionDigest), reason }, 'audit queued');
+  }
+}

@@ -1,0 +1,20 @@
+// The opt-in directory-order variation: the exec root is served through disorderfs (FUSE), which
+// returns directory entries in a shuffled order, for the duration of one run.
+import { execFile } from 'node:child_process';
+import { mkdir, rmdir } from 'node:fs/promises';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export async function withShuffledDirectories<T>(disorderfs: string, execRoot: string, fn: (root: string) => Promise<T>): Promise<T> {
+  const mountpoint = `${execRoot}.shuffled`;
+  await mkdir(mountpoint, { mode: 0o755 });
+  // allow_other: the action runs as the sandbox user, not as the worker that mounts.
+  await run(disorderfs, ['--shuffle-dirents=yes', '--multi-user=yes', '-o', 'allow_other', execRoot, mountpoint]);
+  try {
+    return await fn(mountpoint);
+  } finally {
+    await run('fusermount', ['-u', mountpoint]).catch(() => run('umount', ['-l', mountpoint]));
+    await rmdir(mountpoint).catch(() => {});
+  }
+}
