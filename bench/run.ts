@@ -8,6 +8,10 @@ const BENCHMARKS: Record<string, { describe: string; load: () => Promise<{ main(
     describe: 'ByteStream, batch calls and FindMissingBlobs against a reapi serve child process',
     load: () => import('./storage.ts'),
   },
+  execution: {
+    describe: 'no-op action latency vs raw bwrap, throughput of serve and a redis fleet, Bazel cold/warm remote vs local',
+    load: () => import('./execution.ts'),
+  },
 };
 
 const argv = process.argv.slice(2);
