@@ -17,8 +17,10 @@ fi
 
 # Debian packages: command -> package.
 declare -A need=([bwrap]=bubblewrap [setpriv]=util-linux [prlimit]=util-linux)
+# Verification variations: a second locale, zone data, libfaketime and disorderfs (opt-in).
+need+=([localedef]=locales [disorderfs]=disorderfs [fusermount]=fuse3)
 if (( want_test )); then
-  need+=([bazel]=bazel-bootstrap [redis-server]=redis-server [zstd]=zstd [gcc]=gcc [g++]=g++)
+  need+=([bazel]=bazel-bootstrap [redis-server]=redis-server [zstd]=zstd [gcc]=gcc [g++]=g++ [rustc]=rustc)
 fi
 missing=()
 for cmd in "${!need[@]}"; do
@@ -34,4 +36,10 @@ if (( ${#missing[@]} )); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+if [[ $(id -u) -eq 0 ]]; then
+  [[ -e /usr/share/zoneinfo/Pacific/Kiritimati ]] || { apt-get install -y -qq tzdata >&2 || true; }
+  [[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 || $(uname -m) != x86_64 ]] || apt-get install -y -qq libfaketime >&2 || true
+  # The second locale the verifier switches to.
+  locale -a 2>/dev/null | grep -qi '^en_US.utf8$' || localedef -i en_US -f UTF-8 en_US.UTF-8 >&2 || true
 fi
