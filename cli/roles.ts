@@ -101,6 +101,7 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
     return { ...server, close: async () => (await server.close(), storageSvc.close()) };
   }
   const queue = createQueue(config, logger);
+  metrics.sources.queue = () => queue.stats();
   const v = createVerification(config, logger, storage.blobs, storage.actionCache, queue);
   const storageSvc = storageServices({
     ...storage,
@@ -141,6 +142,7 @@ export async function startScheduler(config: Config, logger: Logger, metrics = n
   if (!config.redis) throw new Error('reapi scheduler needs --redis URL (or REDIS_URL)');
   const { blobs, actionCache, clients } = remoteStorage(config, logger);
   const queue = createQueue(config, logger);
+  metrics.sources.queue = () => queue.stats();
   const v = createVerification(config, logger, blobs, actionCache, queue);
   const service = serviceContexts(metrics, logger);
   const storageSvc = storageServices({

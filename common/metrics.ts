@@ -2,8 +2,29 @@
 // labels stay low-cardinality: never digests or targets.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** Where gauges read at scrape time come from; set by the roles that have them. */
+export interface MetricSources {
+  /** Jobs per platform and live workers (scheduler, `reapi serve`). */
+  queue?: () => Promise<{
+    platforms: Array<{ platform: Record<string, string>; waiting: number; active: number }>;
+    workers: Array<{ platform: Record<string, string>; concurrency: number }>;
+  }>;
+  /** Cumulative counters of the worker's local content cache. */
+  inputCache?: () => { hitBytes: number; missBytes: number; hitBlobs: number; missBlobs: number };
+}
+
+/** A platform as a bounded label value: its sorted name=value pairs. */
+export function platformLabel(platform: Record<string, string>): string {
+  return Object.keys(platform)
+    .sort()
+    .map((k) => `${k}=${platform[k]}`)
+    .join(',') || '(none)';
+}
+
 export class Metrics {
   readonly registry = new Registry();
+  readonly sources: MetricSources = {};
+  private inputCacheSeen = { hitBytes: 0, missBytes: 0, hitBlobs: 0, missBlobs: 0 };
 
   readonly actionCacheRequests = new Counter({
     name: 'reapi_action_cache_requests_total',
@@ -134,7 +155,80 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly queueDepth = new Gauge({
+    name: 'reapi_queue_depth',
+    help: 'Jobs per platform queue, by state (waiting or active).',
+    labelNames: ['platform', 'state'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      const stats = await this.queueSnapshot();
+      if (!stats) return;
+      this.queueDepth.reset();
+      for (const p of stats.platforms) {
+        this.queueDepth.set({ platform: platformLabel(p.platform), state: 'waiting' }, p.waiting);
+        this.queueDepth.set({ platform: platformLabel(p.platform), state: 'active' }, p.active);
+      }
+    },
+  });
+
+  readonly workersConnected = new Gauge({
+    name: 'reapi_workers_connected',
+    help: 'Live workers, by the platform they offer (read with reapi_queue_depth).',
+    labelNames: ['platform'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      const stats = await this.queueSnapshot();
+      if (!stats) return;
+      this.workersConnected.reset();
+      for (const w of stats.workers) this.workersConnected.inc({ platform: platformLabel(w.platform) });
+    },
+  });
+
+  readonly queueWait = new Histogram({
+    name: 'reapi_queue_wait_seconds',
+    help: 'Time from Execute to a worker starting the action, by platform.',
+    labelNames: ['platform'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
+
+  readonly inputCacheBytes = new Counter({
+    name: 'reapi_worker_input_cache_bytes_total',
+    help: "Input bytes found in the worker's local content cache (hit) or fetched from the CAS (miss).",
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+    collect: () => this.collectInputCache(),
+  });
+
+  readonly inputCacheBlobs = new Counter({
+    name: 'reapi_worker_input_cache_blobs_total',
+    help: "Input blobs found in the worker's local content cache (hit) or fetched from the CAS (miss).",
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  private snapshot?: { at: number; value: ReturnType<NonNullable<MetricSources['queue']>> };
+
+  /** One queue snapshot per scrape, shared by the gauges that read it. */
+  private queueSnapshot() {
+    const source = this.sources.queue;
+    if (!source) return Promise.resolve(undefined);
+    if (!this.snapshot || Date.now() - this.snapshot.at > 500) this.snapshot = { at: Date.now(), value: source() };
+    return this.snapshot.value.catch(() => undefined);
+  }
+
+  private collectInputCache(): void {
+    const now = this.sources.inputCache?.();
+    if (!now) return;
+    const seen = this.inputCacheSeen;
+    this.inputCacheBytes.inc({ result: 'hit' }, now.hitBytes - seen.hitBytes);
+    this.inputCacheBytes.inc({ result: 'miss' }, now.missBytes - seen.missBytes);
+    this.inputCacheBlobs.inc({ result: 'hit' }, now.hitBlobs - seen.hitBlobs);
+    this.inputCacheBlobs.inc({ result: 'miss' }, now.missBlobs - seen.missBlobs);
+    this.inputCacheSeen = { hitBytes: now.hitBytes, missBytes: now.missBytes, hitBlobs: now.hitBlobs, missBlobs: now.missBlobs };
   }
 }

@@ -40,6 +40,7 @@ import type {
   JobSpec,
   OperationState,
   PlatformProperties,
+  QueueStats,
   Stage,
   SubmitResult,
   WorkerRegistration,
@@ -446,10 +447,32 @@ export class BullmqJobQueue implements JobQueue {
 
   async unsatisfiable(platform: PlatformProperties): Promise<string[]> {
     this.assertOpen();
+    return unsatisfiableProperties((await this.liveWorkers()).map((w) => w.platform), platform);
+  }
+
+  async stats(): Promise<QueueStats> {
+    this.assertOpen();
+    const all = await this.cmd.hgetall(this.platformsKey);
+    const platforms: QueueStats['platforms'] = [];
+    for (const [queue, json] of Object.entries(all)) {
+      let platform: PlatformProperties;
+      try {
+        platform = JSON.parse(json) as PlatformProperties;
+      } catch {
+        continue;
+      }
+      const c = await this.queue(queue).getJobCounts('waiting', 'prioritized', 'delayed', 'active');
+      platforms.push({ platform, waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0), active: c.active ?? 0 });
+    }
+    return { platforms, workers: await this.liveWorkers() };
+  }
+
+  /** Registered workers whose registration has not expired. */
+  private async liveWorkers(): Promise<QueueStats['workers']> {
     // Liveness is the registration key's Redis-side expiry (no clock skew); the zset only lists names.
     const names = await this.cmd.zrange(this.workersKey, 0, -1);
     const regs = names.length ? await this.cmd.mget(names.map((n) => this.workerKey(n))) : [];
-    const platforms: PlatformProperties[] = [];
+    const live: QueueStats['workers'] = [];
     const dead: string[] = [];
     for (const [i, r] of regs.entries()) {
       if (!r) {
@@ -457,13 +480,14 @@ export class BullmqJobQueue implements JobQueue {
         continue;
       }
       try {
-        platforms.push((JSON.parse(r) as { platform: PlatformProperties }).platform);
+        const reg = JSON.parse(r) as { platform: PlatformProperties; concurrency?: number };
+        live.push({ name: names[i] ?? '', platform: reg.platform, concurrency: reg.concurrency ?? 1 });
       } catch {
         // not ours
       }
     }
     if (dead.length) await this.cmd.zrem(this.workersKey, ...dead);
-    return unsatisfiableProperties(platforms, platform);
+    return live;
   }
 
   async work(worker: WorkerRegistration, handler: JobHandler): Promise<() => Promise<void>> {

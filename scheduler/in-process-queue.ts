@@ -10,6 +10,7 @@ import type {
   JobSpec,
   OperationState,
   PlatformProperties,
+  QueueStats,
   SubmitResult,
   WorkerRegistration,
 } from './job-queue.ts';
@@ -190,6 +191,20 @@ export class InProcessJobQueue implements JobQueue {
     this.finish(rec, { error: { code: Status.CANCELLED, message: `operation ${name} was cancelled` } });
     controller?.abort(new Error(`operation ${name} was cancelled`));
     return true;
+  }
+
+  async stats(): Promise<QueueStats> {
+    const active = new Map<string, number>();
+    for (const op of this.ops.values()) {
+      if (!op.state.done && op.state.stage === 'EXECUTING') {
+        const key = platformKey(op.state.job.platform);
+        active.set(key, (active.get(key) ?? 0) + 1);
+      }
+    }
+    return {
+      platforms: [...this.queues.entries()].map(([key, q]) => ({ platform: q.platform, waiting: q.heap.size, active: active.get(key) ?? 0 })),
+      workers: [...this.workers.values()].filter((w) => !w.stopped).map((w) => ({ name: w.reg.name, platform: w.reg.platform, concurrency: w.reg.concurrency })),
+    };
   }
 
   async unsatisfiable(platform: PlatformProperties): Promise<string[]> {

@@ -80,6 +80,12 @@ export interface WorkerRegistration {
   concurrency: number;
 }
 
+/** A snapshot for metrics: jobs per platform queue and live workers. */
+export interface QueueStats {
+  platforms: Array<{ platform: PlatformProperties; waiting: number; active: number }>;
+  workers: Array<{ name: string; platform: PlatformProperties; concurrency: number }>;
+}
+
 export interface JobQueue {
   /** Enqueue, or join an identical in-flight action (same instance, action digest and platform; never when doNotCache). */
   submit(job: JobSpec): Promise<SubmitResult>;
@@ -96,6 +102,8 @@ export interface JobQueue {
    * worker can run it). Used to fail fast instead of queueing forever.
    */
   unsatisfiable(platform: PlatformProperties): Promise<string[]>;
+  /** Jobs waiting and running per platform, and the live workers. */
+  stats(): Promise<QueueStats>;
   /** Start taking jobs as a worker; resolves once registered. Stop with the returned function. */
   work(worker: WorkerRegistration, handler: JobHandler): Promise<() => Promise<void>>;
   close(): Promise<void>;

@@ -17,7 +17,7 @@ import type { Config } from '../common/config.ts';
 import { digestKey } from '../common/digest.ts';
 import { ReapiError, Status, toRpcStatus } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
-import type { Metrics } from '../common/metrics.ts';
+import { platformLabel, type Metrics } from '../common/metrics.ts';
 import { encode, packAny, type MessageInput } from '../protos/index.ts';
 import { loadAction, type Command, type LoadedAction } from '../scheduler/action-loader.ts';
 import type { FeedbackStore } from '../scheduler/feedback.ts';
@@ -143,7 +143,11 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
       const uploadEnd = Date.now();
 
       metrics.actionsExecuted.inc({ outcome: verdict.label });
-      if (ctx.queuedAt) metrics.executionStageDuration.observe({ stage: 'queued' }, Math.max(0, workerStart - ctx.queuedAt) / 1000);
+      if (ctx.queuedAt && !variation) {
+        const waited = Math.max(0, workerStart - ctx.queuedAt) / 1000;
+        metrics.executionStageDuration.observe({ stage: 'queued' }, waited);
+        metrics.queueWait.observe({ platform: platformLabel(loaded.platform) }, waited);
+      }
       metrics.executionStageDuration.observe({ stage: 'input_fetch' }, (fetchEnd - workerStart) / 1000);
       metrics.executionStageDuration.observe({ stage: 'execution' }, (execEnd - fetchEnd) / 1000);
       metrics.executionStageDuration.observe({ stage: 'output_upload' }, (uploadEnd - execEnd) / 1000);

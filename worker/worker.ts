@@ -63,6 +63,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     remote: deps.blobs,
     logger,
   });
+  deps.metrics.sources.inputCache = () => cache.stats;
   const execDir = await prepareExecDir(workDir);
   const variationSupport = await detectVariationSupport();
   const concurrency = config.worker.concurrency ?? availableParallelism();
