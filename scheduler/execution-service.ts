@@ -107,6 +107,7 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
         doNotCache,
         requestMetadata: { ...labels },
         verify: !doNotCache && (await deps.policy.shouldVerify(labels.mnemonic ?? '')),
+        localityKey: loaded.action.input_root_digest?.hash,
       };
       const { operationName, merged } = await queue.submit(job);
       ctx.logger.debug({ operation: operationName, merged, action: actionDigest.hash, ...labels }, 'action queued');

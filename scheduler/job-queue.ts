@@ -18,6 +18,11 @@ export interface JobSpec {
   doNotCache: boolean;
   /** Opaque to the queue: e.g. tool invocation id, mnemonic and target, for logs and reports. */
   requestMetadata?: Record<string, string>;
+  /**
+   * Jobs with the same key need the same inputs (the input root digest): the queue prefers a
+   * worker that recently ran a job with this key, whose local cache already holds them.
+   */
+  localityKey?: string;
   /** Run twice under different variations; cache only when both runs agree. */
   verify?: boolean;
   /**
