@@ -6,7 +6,9 @@ import type * as grpc from '@grpc/grpc-js';
 import type { ActionCache } from '../cas/action-cache.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
 import type { Config } from '../common/config.ts';
-import { digestKey, validateDigest } from '../common/digest.ts';
+import { digestKey, validateDigest, type Digest } from '../common/digest.ts';
+import { readBlob } from '../cas/blob-io.ts';
+import { decodeDirectory } from '../cas/tree.ts';
 import { cancelled, failedPrecondition, invalidArgument, notFound, unimplemented } from '../common/errors.ts';
 import { requestLabels, serverStream, unary, type ServiceContext } from '../common/grpc.ts';
 import type { ExecutionHandlers, MessageInput, OperationsHandlers } from '../protos/index.ts';
@@ -65,6 +67,17 @@ function followOperation(
   });
 }
 
+/** The input root and its subdirectories: inputs that jobs share (see JobSpec.localityKeys). */
+async function localityKeys(blobs: BlobStore, root: Digest | null): Promise<string[]> {
+  if (!root) return [];
+  try {
+    const dir = decodeDirectory(await readBlob(blobs, root), root);
+    return [root.hash, ...dir.directories.flatMap((d) => (d.digest ? [d.digest.hash] : []))];
+  } catch {
+    return [root.hash];
+  }
+}
+
 export function executionService(deps: ExecutionDeps): ExecutionHandlers {
   const ctx = deps.service('Execution');
   const { blobs, actionCache, queue, config } = deps;
@@ -107,7 +120,7 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
         doNotCache,
         requestMetadata: { ...labels },
         verify: !doNotCache && (await deps.policy.shouldVerify(labels.mnemonic ?? '')),
-        localityKey: loaded.action.input_root_digest?.hash,
+        localityKeys: await localityKeys(blobs, loaded.action.input_root_digest),
       };
       const { operationName, merged } = await queue.submit(job);
       ctx.logger.debug({ operation: operationName, merged, action: actionDigest.hash, ...labels }, 'action queued');

@@ -19,10 +19,11 @@ export interface JobSpec {
   /** Opaque to the queue: e.g. tool invocation id, mnemonic and target, for logs and reports. */
   requestMetadata?: Record<string, string>;
   /**
-   * Jobs with the same key need the same inputs (the input root digest): the queue prefers a
-   * worker that recently ran a job with this key, whose local cache already holds them.
+   * What the job's inputs consist of, coarsely: the input root digest and the digests of its
+   * subdirectories. The queue prefers a worker that recently ran jobs sharing these keys: its
+   * local content cache already holds those inputs.
    */
-  localityKey?: string;
+  localityKeys?: string[];
   /** Run twice under different variations; cache only when both runs agree. */
   verify?: boolean;
   /**
