@@ -21,6 +21,8 @@ declare -A need=([bwrap]=bubblewrap [setpriv]=util-linux [prlimit]=util-linux)
 need+=([localedef]=locales [disorderfs]=disorderfs [fusermount]=fuse3)
 if (( want_test )); then
   need+=([bazel]=bazel-bootstrap [redis-server]=redis-server [zstd]=zstd [gcc]=gcc [g++]=g++ [rustc]=rustc)
+  # promtool and prometheus: the observability test checks deploy/prometheus and scrapes reapi.
+  need+=([promtool]=prometheus [prometheus]=prometheus)
 fi
 missing=()
 for cmd in "${!need[@]}"; do
