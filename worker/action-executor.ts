@@ -127,7 +127,7 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
         variation: variation?.variation,
       };
       const outcome = variation?.shuffleDirectories
-        ? await withShuffledDirectories(deps.variationSupport.disorderfs!, execRoot, (root) => runner.run({ ...spec, execRoot: root }, ctx.signal))
+        ? await withShuffledDirectories(deps.variationSupport.disorderfs!, execRoot, deps.logger, (root) => runner.run({ ...spec, execRoot: root }, ctx.signal))
         : await runner.run(spec, ctx.signal);
       const execEnd = Date.now();
       const verdict = describe(outcome);
@@ -213,13 +213,27 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
       if (job.verify && first.cacheable) {
         const planned = secondRun();
         const second = await runOnce(ctx, loaded, planned);
-        const check = await verifier.compare(job, first, second, planned, log);
-        if (check.agreed) {
-          verified = true;
-        } else {
+        if (second.verdict.label !== 'success' && second.verdict.label !== 'nonzero-exit') {
+          // Cancelled, or ended by a limit (timeout, memory, ...): its outputs are incomplete and
+          // say nothing about determinism. Not compared, not reported, and not cached unverified.
+          metrics.verifications.inc({ result: 'inconclusive' });
           cacheable = false;
-          warning = check.message;
-          if (config.verification.onMismatch === 'fail') status = Status.FAILED_PRECONDITION;
+          if (second.verdict.status === Status.CANCELLED) {
+            status = Status.CANCELLED;
+            warning = second.verdict.message;
+          } else {
+            warning = `reapi: verification inconclusive, result not cached: the second run (${planned.described.join(', ')}) ended early: ${second.verdict.message}`;
+          }
+          log.warn({ outcome: second.verdict.label }, 'verification run did not finish; result not cached');
+        } else {
+          const check = await verifier.compare(job, first, second, planned, log);
+          if (check.agreed) {
+            verified = true;
+          } else {
+            cacheable = false;
+            warning = check.message;
+            if (config.verification.onMismatch === 'fail') status = Status.FAILED_PRECONDITION;
+          }
         }
       } else {
         if (job.verify) metrics.verifications.inc({ result: 'skipped' });

@@ -62,8 +62,10 @@ async function blobDifference(blobs: BlobStore, a: Digest | null | undefined, b:
 const same = (a: Digest | null | undefined, b: Digest | null | undefined) =>
   (a?.hash ?? '') === (b?.hash ?? '') && Number(a?.size_bytes ?? 0) === Number(b?.size_bytes ?? 0);
 
+// The empty blob counts as absent: workers leave an empty stdout/stderr out, other writers (a
+// client's UpdateActionResult) name the empty digest; both mean "no bytes".
 const asDigest = (d: { hash?: string; size_bytes?: number | string | unknown } | null | undefined): Digest | undefined =>
-  d && d.hash ? { hash: d.hash, size_bytes: Number(d.size_bytes ?? 0) } : undefined;
+  d && d.hash && Number(d.size_bytes ?? 0) > 0 ? { hash: d.hash, size_bytes: Number(d.size_bytes) } : undefined;
 
 /** Every file of a Tree by path relative to the tree root (with its digest, or a symlink target). */
 async function treeEntries(blobs: BlobStore, treeDigest: Digest): Promise<Map<string, string>> {
