@@ -114,7 +114,14 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
     onQuarantinedWrite: (...args) => v.auditor.quarantinedWrite(...args),
   });
   const services = [...storageSvc.services, ...executionServices({ ...storage, queue, config, service, policy: v.policy, auditor: v.auditor })];
-  const worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue, reports: v.reports, feedback: v.feedback });
+  const worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue, reports: v.reports, feedback: v.feedback }).catch(
+    (err: unknown) => {
+      throw new Error(
+        `cannot start the sandboxed local worker: ${(err as Error).message}. ` +
+          'Executing actions needs root and bubblewrap (scripts/bootstrap.sh installs it); use --no-execution for a remote cache only.',
+      );
+    },
+  );
   const server = await startServer({ config, logger, metrics, services, routes: v.routes });
   logger.info(
     { grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: true, verifyRate: config.verification.verifyRate, auditRate: config.verification.auditRate },
