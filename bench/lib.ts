@@ -61,6 +61,16 @@ export function procCpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime: fields 14, 15
 }
 
+/**
+ * User + system CPU seconds of a process plus its waited-for children (cutime, cstime): for a
+ * server that spawns sandboxes, the CPU of the actions it ran as well as its own (Linux only).
+ */
+export function procCpuSecondsWithChildren(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLK_TCK; // fields 14-17
+}
+
 export function clientCpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;

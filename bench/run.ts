@@ -12,6 +12,18 @@ const BENCHMARKS: Record<string, { describe: string; load: () => Promise<{ main(
     describe: 'no-op action latency vs raw bwrap, throughput of serve and a redis fleet, Bazel cold/warm remote vs local',
     load: () => import('./execution.ts'),
   },
+  docker: {
+    describe: 'DockerRunner no-op overhead (warm container, own container, docker CLI) next to bwrap, runner level and through Execute',
+    load: () => import('./docker.ts'),
+  },
+  locality: {
+    describe: 'bytes fetched from the CAS per action and wall time with routing by locality on vs off (a redis fleet, 2 workers)',
+    load: () => import('./locality.ts'),
+  },
+  verification: {
+    describe: 'cost of --verify-rate 0 / 0.1 / 1: synthetic Execute workload and a cold Bazel remote build',
+    load: () => import('./verification.ts'),
+  },
 };
 
 const argv = process.argv.slice(2);

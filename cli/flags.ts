@@ -18,6 +18,7 @@ export interface CommonFlags {
   execution?: boolean;
   verifyRate?: string;
   auditRate?: string;
+  dockerHost?: string;
 }
 
 function rate(name: string) {
@@ -54,7 +55,8 @@ export function addExecutionFlags(cmd: Command, opts: { storageNodes: boolean })
   cmd
     .option('--redis <url>', 'Redis for the BullMQ queue and operation state (default $REDIS_URL)')
     .option('--work-dir <dir>', 'exec roots and the local content cache (default: under the system temp dir)')
-    .option('--concurrency <n>', 'actions run at once by the local worker (default: number of CPUs)', int('--concurrency'));
+    .option('--concurrency <n>', 'actions run at once by the local worker (default: number of CPUs)', int('--concurrency'))
+    .option('--docker-host <url>', 'Docker engine for container-image actions, unix:///path or tcp://host:port (default $DOCKER_HOST)');
   cmd
     .option('--verify-rate <r>', 'fraction of executed actions run twice before their result may be cached (0 to 1)', rate('--verify-rate'))
     .option('--audit-rate <r>', 'fraction of served cache hits re-executed in the background and compared (0 to 1)', rate('--audit-rate'));
@@ -86,6 +88,7 @@ export function configFromFlags(flags: CommonFlags): Config {
     worker: {
       workDir: flags.workDir,
       concurrency: flags.concurrency === undefined ? undefined : Number(flags.concurrency),
+      docker: { host: flags.dockerHost },
     },
   });
 }

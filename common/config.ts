@@ -96,6 +96,25 @@ export const configSchema = z
             }),
           )
           .default([]),
+        /** Docker engine for actions whose platform has `container-image` (worker/runners/docker-runner.ts). */
+        docker: z
+          .object({
+            /**
+             * true: require a reachable engine; false: never run containers; 'auto' (default): use
+             * the engine at `host`, $DOCKER_HOST or /var/run/docker.sock when it answers. A worker
+             * with an engine adds `container-image: '*'` to its platform.
+             */
+            enabled: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+            /** unix:///path or tcp://host:port (default $DOCKER_HOST, else unix:///var/run/docker.sock). */
+            host: z.string().optional(),
+            /** uid/gid actions run as in their containers. */
+            uid: z.number().int().min(1).default(65534),
+            gid: z.number().int().min(1).default(65534),
+            /** Containers created and started ahead of time per image and limits (0: on demand). */
+            warmContainers: z.number().int().min(0).default(2),
+          })
+          .strict()
+          .prefault({}),
       })
       .prefault({}),
     verification: z

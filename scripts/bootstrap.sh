@@ -23,11 +23,18 @@ if (( want_test )); then
   need+=([bazel]=bazel-bootstrap [redis-server]=redis-server [zstd]=zstd [gcc]=gcc [g++]=g++ [rustc]=rustc)
   # promtool and prometheus: the observability test checks deploy/prometheus and scrapes reapi.
   need+=([promtool]=prometheus [prometheus]=prometheus)
+  # Docker runner tests: a dockerd they start themselves (scripts/docker/start-dockerd.sh) and the
+  # images scripts/docker/build-images.sh makes from busybox-static, bash-static and debootstrap.
+  need+=([dockerd]=docker.io [curl]=curl [bash-static]=bash-static [debootstrap]=debootstrap)
 fi
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# The wrapper bind-mounted into containers must be a static busybox (Debian's `busybox` is not).
+if (( want_test )) && ! dpkg -s busybox-static >/dev/null 2>&1; then
+  missing+=(busybox-static)
+fi
 if (( ${#missing[@]} )); then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [[ $(id -u) -ne 0 ]]; then

@@ -39,6 +39,8 @@ export interface ActionExecutorDeps {
   actionCache: ActionCache;
   cache: LocalContentCache;
   runner: Runner;
+  /** The runner of a job by its platform (e.g. Docker for `container-image`); default: `runner`. */
+  runnerFor?: (platform: PlatformProperties) => Runner;
   /** Exec roots are created under here, one fresh directory per run. */
   execDir: string;
   config: Config;
@@ -107,6 +109,7 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
   /** Materialise, run and collect once, in a fresh exec root that is removed afterwards. */
   async function runOnce(ctx: JobContext, loaded: LoadedAction, variation?: PlannedVariation): Promise<Run> {
     const { action, command } = loaded;
+    const runner = deps.runnerFor?.(loaded.platform) ?? deps.runner;
     const execRoot = join(deps.execDir, randomUUID());
     let release = () => {};
     try {

@@ -17,6 +17,7 @@ import { detectVariationSupport } from './variations.ts';
 import type { FeedbackStore } from '../scheduler/feedback.ts';
 import type { ReportStore } from '../scheduler/report-store.ts';
 import { BwrapRunner } from './runners/bwrap-runner.ts';
+import { CONTAINER_IMAGE, runnerSelector, startDockerRunner } from './runners/docker-runner.ts';
 
 export interface WorkerDeps {
   config: Config;
@@ -65,6 +66,10 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   });
   deps.metrics.sources.inputCache = () => cache.stats;
   const execDir = await prepareExecDir(workDir);
+  // Jobs whose platform names a container-image run in Docker; only a worker with an engine
+  // advertises them (container-image: '*'), unless its configured platform already decides.
+  const docker = await startDockerRunner(config.worker.docker, { logger: logger.child({ component: 'docker' }), workerName: name, stateDir: join(workDir, 'docker') });
+  const platform = docker && !(CONTAINER_IMAGE in config.worker.platform) ? { ...config.worker.platform, [CONTAINER_IMAGE]: '*' } : config.worker.platform;
   const variationSupport = await detectVariationSupport();
   const concurrency = config.worker.concurrency ?? availableParallelism();
   const handler = createActionExecutor({
@@ -73,6 +78,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     actionCache: deps.actionCache,
     cache,
     runner,
+    runnerFor: runnerSelector(runner, docker),
     execDir,
     config,
     metrics: deps.metrics,
@@ -81,14 +87,15 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     feedback: deps.feedback,
     variationSupport,
   });
-  const stopWork = await deps.queue.work({ name, platform: config.worker.platform, concurrency }, handler);
-  logger.info({ worker: name, workDir, concurrency, platform: config.worker.platform, runner: runner.name }, 'worker taking jobs');
+  const stopWork = await deps.queue.work({ name, platform, concurrency }, handler);
+  logger.info({ worker: name, workDir, concurrency, platform, runner: runner.name, docker: docker !== undefined }, 'worker taking jobs');
   return {
     name,
     cache,
     stop: async () => {
       await stopWork();
       if (runner instanceof BwrapRunner) await runner.dispose();
+      await docker?.dispose();
     },
   };
 }
