@@ -14,7 +14,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { configSchema } from '../common/config.ts';
 import type { Digest } from '../common/digest.ts';
 import { unpackAny, type MessageOutput } from '../protos/index.ts';
 import { buildTree, connectExec, execute, prepareAction, uploadBlobs, type Blobs, type ExecClients } from '../test/support/execution.ts';
@@ -48,7 +47,7 @@ const FILES_PER_PACKAGE = 16;
 const FILE_BYTES = 256 * 1024; // 16 x 256 KiB = 4 MiB per package
 const IN_FLIGHT = 4;
 /** Locality on should fetch at most this fraction of what it fetches off. */
-const TARGET_FETCH_RATIO = 0.75;
+const TARGET_FETCH_RATIO = 0.8;
 
 type ActionResultOut = MessageOutput<'ActionResult'>;
 
@@ -187,22 +186,14 @@ export async function runLocalityBench(opts: LocalityBenchOptions = {}): Promise
     const cas = await startReapi(['cas', '--data-dir', join(tmp, 'cas'), ...logLevel]);
     procs.push(cas);
     const casAddr = `127.0.0.1:${cas.grpcPort}`;
-    // Locality off: config `execution.locality: false` once the schema has it; until then the
-    // queue's REAPI_QUEUE_LOCALITY=0 environment fallback.
-    const offArgs: string[] = [];
-    let offHow = 'REAPI_QUEUE_LOCALITY=0';
-    const parsed = configSchema.safeParse({ execution: { locality: false } });
-    if (parsed.success && (parsed.data.execution as Record<string, unknown>).locality === false) {
-      const file = join(tmp, 'locality-off.json');
-      await writeFile(file, JSON.stringify({ execution: { locality: false } }));
-      offArgs.push('--config', file);
-      offHow = `--config (execution.locality: false) and ${offHow}`;
-    }
+    // Locality off: a scheduler with config `execution.locality: false`.
+    const offFile = join(tmp, 'locality-off.json');
+    await writeFile(offFile, JSON.stringify({ execution: { locality: false } }));
+    const offArgs = ['--config', offFile];
+    const offHow = '--config (execution.locality: false)';
     const schedOn = await startReapi(['scheduler', '--redis', redis.url, '--cas', casAddr, '--data-dir', join(tmp, 'sched-on'), ...logLevel]);
     procs.push(schedOn);
-    const schedOff = await startReapi(['scheduler', '--redis', redis.url, '--cas', casAddr, '--data-dir', join(tmp, 'sched-off'), ...offArgs, ...logLevel], {
-      env: { REAPI_QUEUE_LOCALITY: '0' },
-    });
+    const schedOff = await startReapi(['scheduler', '--redis', redis.url, '--cas', casAddr, '--data-dir', join(tmp, 'sched-off'), ...offArgs, ...logLevel]);
     procs.push(schedOff);
     const workers: ReapiProcess[] = [];
     for (let i = 1; i <= 2; i++) {

@@ -32,9 +32,14 @@ export interface RunningRole {
 
 function createQueue(config: Config, logger: Logger): JobQueue {
   if (config.redis) {
-    return new BullmqJobQueue({ redisUrl: config.redis, maxAttempts: config.execution.maxAttempts, logger: logger.child({ component: 'queue' }) });
+    return new BullmqJobQueue({
+      redisUrl: config.redis,
+      maxAttempts: config.execution.maxAttempts,
+      locality: config.execution.locality,
+      logger: logger.child({ component: 'queue' }),
+    });
   }
-  return new InProcessJobQueue({ maxAttempts: config.execution.maxAttempts, logger: logger.child({ component: 'queue' }) });
+  return new InProcessJobQueue({ maxAttempts: config.execution.maxAttempts, locality: config.execution.locality, logger: logger.child({ component: 'queue' }) });
 }
 
 /**

@@ -61,6 +61,8 @@ export const configSchema = z
         defaultTimeoutSeconds: z.number().positive().default(900),
         /** Actions asking for more are refused with INVALID_ARGUMENT. */
         maxTimeoutSeconds: z.number().positive().default(3 * 3600),
+        /** Route a job to a worker that recently ran jobs with the same inputs (its cache has them). */
+        locality: z.boolean().default(true),
         /** Deliveries of one job before it fails (its workers kept dying). */
         maxAttempts: z.number().int().min(1).default(3),
       })

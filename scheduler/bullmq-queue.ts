@@ -1,26 +1,49 @@
 // The BullMQ JobQueue: a fleet of schedulers and workers sharing one Redis.
 //
-// - One BullMQ queue per platform (`q-<sha256(platformKey)>`); a worker runs one BullMQ Worker per
-//   known platform it satisfies, discovering new platforms through a Redis hash and pub/sub.
+// - One shared BullMQ queue per platform (`q-<sha256(platformKey)>`), discovered by workers
+//   through a Redis hash and pub/sub, and one personal queue per worker and platform
+//   (`<shared queue>-w-<sha256(worker name)>`) for jobs routed to that worker for locality.
+// - Workers fetch jobs themselves (BullMQ Workers without a processor): a job is taken only when
+//   a slot is free, from the worker's personal queues first, then the shared ones (in turn), so a
+//   busy worker never holds jobs another one could start. Idle workers wake on a pub/sub message
+//   for each job added (and poll every `drainDelaySec`). Each job's lock is renewed while it runs;
+//   BullMQ's stalled-job checker (run by every worker on each queue it consumes) re-delivers the
+//   job of a worker that died.
+// - Locality: when a worker finishes a job, each of the job's locality keys (input root and its
+//   top-level subdirectories) records the worker and the time (`<p>:loc:<key>`). On submit, the
+//   live worker satisfying the job's platform that shares the most keys (then: the most recent)
+//   gets the job on its personal queue, unless it already has `concurrency` jobs waiting there;
+//   otherwise the shared queue. `locality: false` neither routes nor records.
+// - A dead worker's personal queues: any scheduler or worker sweeps (at most one per heartbeat
+//   fleet-wide, `<p>:sweep`) the personal queues whose worker's registration expired, moving
+//   their waiting jobs and their active jobs whose lock expired back to the shared queue. A
+//   submitter that routed to a worker which turns out dead moves its job itself.
 // - Operation state lives in a Redis hash per operation (kept `doneTtlMs` after done), so any
 //   scheduler (a restarted one too) can answer getOperation / watch; every change is announced
 //   on a pub/sub channel.
-// - Worker death: BullMQ's stalled-job recovery delivers the job again; we count deliveries in
-//   the operation hash and give up with UNAVAILABLE after `maxAttempts`.
+// - Worker death: the job is delivered again (stalled-job recovery, or the sweep); we count
+//   deliveries in the operation hash and give up with UNAVAILABLE after `maxAttempts`.
 //
 // Key layout (prefix `reapi` by default):
 //   <p>:op:<operation name>   hash   name, job (JSON JobSpec), stage, done 0|1, queuedAt, updatedAt,
-//                                    worker, response (base64), error (JSON), queue, jobId,
-//                                    mergeKey, deliveries, lastWorker, ver (bumped on each change)
+//                                    worker, response (base64), error (JSON), queue (the BullMQ
+//                                    queue holding the job), jobId, mergeKey, deliveries,
+//                                    lastWorker, ver (bumped on each change)
 //   <p>:merge:<sha256>        string operation name of the in-flight mergeable action
-//   <p>:platforms             hash   BullMQ queue name -> platform (JSON)
+//   <p>:platforms             hash   shared BullMQ queue name -> platform (JSON)
+//   <p>:personal              hash   personal BullMQ queue name -> worker name (for the sweep)
+//   <p>:loc:<locality key>    zset   worker name -> when it last finished a job with that key (ms);
+//                                    the LOCALITY_WORKERS_PER_KEY most recent, PX localityTtlMs
+//   <p>:sweep                 string held (PX heartbeatMs) by the instance sweeping dead workers
 //   <p>:workers               zset   worker name -> last heartbeat (ms); an index, pruned lazily
-//   <p>:worker:<name>         string registration (JSON {platform, concurrency}), PX workerTtlMs:
-//                                    a worker counts as live while this key exists
+//   <p>:worker:<name>         string registration (JSON {platform, concurrency, draining?}), PX
+//                                    workerTtlMs: a worker counts as live while this key exists;
+//                                    `draining` (stopping): never routed to
 //   <p>:bull:<queue>:...      BullMQ's own keys
 // Channels: <p>:events (JSON {name, ver, stage, worker, updatedAt, done} of each change),
 //           <p>:cancel (operation name to abort),
-//           <p>:platform-added (name of a new platform queue).
+//           <p>:platform-added (name of a new platform queue),
+//           <p>:job-added (name of a queue that just got a job to take).
 //
 // Redis client: ioredis (BullMQ's supported client), `redis://` and `rediss://` URLs. Each
 // instance holds three connections of its own: commands (our state; the Lua scripts below are
@@ -45,7 +68,15 @@ import type {
   SubmitResult,
   WorkerRegistration,
 } from './job-queue.ts';
-import { platformKey, satisfies, unsatisfiableProperties } from './platform.ts';
+import {
+  DEFAULT_LOCALITY_TTL_MS,
+  LOCALITY_WORKERS_PER_KEY,
+  localityKeysOf,
+  platformKey,
+  rankLocality,
+  satisfies,
+  unsatisfiableProperties,
+} from './platform.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Lua scripts, defined on the command connection as ioredis custom commands
@@ -59,12 +90,14 @@ interface ScriptCommands {
   deliverJob(...keysAndArgs: ScriptArg[]): Promise<(string | number)[]>;
   updateOp(...keysAndArgs: ScriptArg[]): Promise<number>;
   finishOp(...keysAndArgs: ScriptArg[]): Promise<number>;
+  requeueOp(...keysAndArgs: ScriptArg[]): Promise<number>;
 }
 
 type CommandClient = Redis & ScriptCommands;
 
-// KEYS: op key, merge key (op key again when not mergeable), platforms hash.
-// ARGV: op name, '1' when mergeable, op key prefix, ttl ms, queue name, platform JSON, fields...
+// KEYS: op key, merge key (op key again when not mergeable), platforms hash, personal queues hash.
+// ARGV: op name, '1' when mergeable, op key prefix, ttl ms, shared queue name, platform JSON,
+//       personal queue the job goes to ('' when the shared one), its worker, fields...
 const SUBMIT_LUA = `
 if ARGV[2] == '1' then
   local existing = redis.call('GET', KEYS[2])
@@ -73,9 +106,10 @@ if ARGV[2] == '1' then
   end
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local added = redis.call('HSETNX', KEYS[3], ARGV[5], ARGV[6])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], ARGV[7], ARGV[8]) end
 return {'', added}
 `;
 
@@ -124,11 +158,22 @@ redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[2], ver = v, stage = 'C
 return 1
 `;
 
+// KEYS: op key. ARGV: from queue, to queue.
+// Points an unfinished operation at the queue its job moves to; 1 when this caller moves it (so
+// two movers of one job never both enqueue it), 0 when done, gone or already moved.
+const REQUEUE_LUA = `
+local f = redis.call('HMGET', KEYS[1], 'done', 'queue')
+if f[1] ~= '0' or f[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'queue', ARGV[2])
+return 1
+`;
+
 const SCRIPTS: Record<keyof ScriptCommands, { numberOfKeys: number; lua: string }> = {
-  submitOp: { numberOfKeys: 3, lua: SUBMIT_LUA },
+  submitOp: { numberOfKeys: 4, lua: SUBMIT_LUA },
   deliverJob: { numberOfKeys: 1, lua: DELIVER_LUA },
   updateOp: { numberOfKeys: 1, lua: UPDATE_LUA },
   finishOp: { numberOfKeys: 1, lua: FINISH_LUA },
+  requeueOp: { numberOfKeys: 1, lua: REQUEUE_LUA },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -170,8 +215,18 @@ export interface BullmqJobQueueOptions {
   inFlightTtlMs?: number;
   /** Watchers re-read their operation this often, in case a pub/sub message was lost (default 10 s). */
   watchPollMs?: number;
-  /** Seconds an idle BullMQ worker blocks waiting for a job (default 5). */
+  /**
+   * Seconds an idle worker waits before looking at its queues again when no job-added message
+   * woke it (default 5); also how often each BullMQ worker checks for stalled jobs at most.
+   */
   drainDelaySec?: number;
+  /**
+   * Route a job to a worker that recently ran jobs sharing its locality keys, and record them
+   * when a job finishes, default true (config `execution.locality`).
+   */
+  locality?: boolean;
+  /** How long a finished job's locality keys point at its worker (default 10 minutes). */
+  localityTtlMs?: number;
   logger?: Logger;
 }
 
@@ -195,34 +250,39 @@ interface OpEvent {
   done: boolean;
 }
 
-class Slots {
-  private waiters: (() => void)[] = [];
-  constructor(private free: number) {}
-  acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-  release(): void {
-    const w = this.waiters.shift();
-    if (w) w();
-    else this.free++;
-  }
+/** A queue a worker session takes jobs from. */
+interface Consumer {
+  queue: string;
+  /** The platform's shared queue (the queue itself when not personal). */
+  shared: string;
+  personal: boolean;
+  /** A BullMQ Worker without a processor: we fetch, renew locks and finish jobs ourselves. */
+  worker: Worker;
 }
 
 interface Session {
   reg: WorkerRegistration;
   handler: JobHandler;
-  slots: Slots;
-  workers: Map<string, Worker>;
+  /** By queue name. */
+  consumers: Map<string, Consumer>;
   running: Map<string, AbortController>;
+  /** Jobs taken and not finished. */
+  active: number;
+  inflight: Set<Promise<void>>;
   stopping: boolean;
   forced: boolean;
   timer?: NodeJS.Timeout;
   scanning?: Promise<void>;
   rescanAgain: boolean;
+  /** The fetch loop. */
+  loop?: Promise<void>;
+  /** Something may have become available (a job added, a slot freed): look before sleeping. */
+  dirty: boolean;
+  /** Ends the fetch loop's current sleep. */
+  wakeUp?: () => void;
+  /** Rotates which queue is asked first. */
+  turn: number;
+  fetchFailing: boolean;
 }
 
 function decodeOp(h: Record<string, string>): OperationState | undefined {
@@ -239,6 +299,30 @@ function decodeOp(h: Record<string, string>): OperationState | undefined {
   if (h.response !== undefined) st.response = Buffer.from(h.response, 'base64');
   if (h.error) st.error = JSON.parse(h.error) as { code: number; message: string };
   return st;
+}
+
+/** The shared queue a personal queue belongs to. */
+function sharedOf(personalQueue: string): string {
+  const i = personalQueue.lastIndexOf(PERSONAL_INFIX);
+  return i < 0 ? personalQueue : personalQueue.slice(0, i);
+}
+
+const PERSONAL_INFIX = '-w-';
+
+/** Personal Queue objects a scheduler keeps open (least recently used closed first). */
+const MAX_OPEN_PERSONAL_QUEUES = 256;
+
+/** Locality candidates looked up per submit (best first); only the best live one is used. */
+const LOCALITY_CANDIDATES = 8;
+
+function parseRegistration(r: string | null | undefined): { platform: PlatformProperties; concurrency: number; draining: boolean } | undefined {
+  if (!r) return undefined;
+  try {
+    const reg = JSON.parse(r) as { platform: PlatformProperties; concurrency?: number; draining?: boolean };
+    return { platform: reg.platform, concurrency: reg.concurrency ?? 1, draining: reg.draining === true };
+  } catch {
+    return undefined;
+  }
 }
 
 function errorMessage(err: unknown): string {
@@ -264,10 +348,9 @@ async function quit(c: Redis): Promise<void> {
 }
 
 /**
- * JobQueue on BullMQ + Redis. A `work()` registration runs one BullMQ Worker (concurrency N) per
- * platform queue it satisfies, and a shared semaphore keeps its handlers to N at once: with
- * several platform queues, a job taken while all N slots are busy waits (holding its lock, still
- * QUEUED) for a slot on that worker.
+ * JobQueue on BullMQ + Redis. A `work()` registration consumes, for each platform it satisfies,
+ * the shared platform queue and its own personal queue; it takes a job only while fewer than
+ * `concurrency` of its jobs run, personal queues first.
  */
 export class BullmqJobQueue implements JobQueue {
   private readonly url: string;
@@ -281,7 +364,12 @@ export class BullmqJobQueue implements JobQueue {
   private readonly inFlightTtlMs: number;
   private readonly watchPollMs: number;
   private readonly drainDelaySec: number;
+  private readonly locality: boolean;
+  private readonly localityTtlMs: number;
   private readonly log: Logger;
+  /** Tells this instance's lock tokens apart from other instances'. */
+  private readonly instanceId = randomUUID();
+  private tokens = 0;
 
   private readonly cmd: CommandClient;
   private sub: Redis | undefined;
@@ -291,11 +379,16 @@ export class BullmqJobQueue implements JobQueue {
   private readonly watchers = new Map<string, Set<Watcher>>();
   private readonly sessions = new Set<Session>();
   private pollTimer: NodeJS.Timeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  /** Jobs this instance is routing to a personal queue and has not added yet, by queue. */
+  private readonly routing = new Map<string, number>();
+  private sweeping: Promise<void> | undefined;
   private closed = false;
 
   private readonly chEvents: string;
   private readonly chCancel: string;
   private readonly chPlatforms: string;
+  private readonly chJobAdded: string;
 
   constructor(opts: BullmqJobQueueOptions) {
     this.url = opts.redisUrl;
@@ -309,6 +402,8 @@ export class BullmqJobQueue implements JobQueue {
     this.inFlightTtlMs = opts.inFlightTtlMs ?? 7 * 24 * 3600_000;
     this.watchPollMs = opts.watchPollMs ?? 10_000;
     this.drainDelaySec = opts.drainDelaySec ?? 5;
+    this.locality = opts.locality ?? true;
+    this.localityTtlMs = opts.localityTtlMs ?? DEFAULT_LOCALITY_TTL_MS;
     this.log = opts.logger ?? silentLogger;
     // lazyConnect: connections open on first use, as before
     this.cmd = new Redis(this.url, { lazyConnect: true }) as CommandClient;
@@ -317,6 +412,7 @@ export class BullmqJobQueue implements JobQueue {
     this.chEvents = `${this.prefix}:events`;
     this.chCancel = `${this.prefix}:cancel`;
     this.chPlatforms = `${this.prefix}:platform-added`;
+    this.chJobAdded = `${this.prefix}:job-added`;
   }
 
   // --- keys ---
@@ -339,6 +435,19 @@ export class BullmqJobQueue implements JobQueue {
   private get bullPrefix(): string {
     return `${this.prefix}:bull`;
   }
+  private get personalKey(): string {
+    return `${this.prefix}:personal`;
+  }
+  private get sweepKey(): string {
+    return `${this.prefix}:sweep`;
+  }
+  private localityKey(key: string): string {
+    return `${this.prefix}:loc:${key}`;
+  }
+  /** A worker's personal queue on a platform (BullMQ queue names may not contain ':'). */
+  personalQueueName(sharedQueue: string, worker: string): string {
+    return `${sharedQueue}${PERSONAL_INFIX}${createHash('sha256').update(worker).digest('hex').slice(0, 16)}`;
+  }
   /** BullMQ queue of a platform (queue names may not contain ':'). */
   queueName(platform: PlatformProperties): string {
     return `q-${createHash('sha256').update(platformKey(platform)).digest('hex').slice(0, 24)}`;
@@ -356,50 +465,68 @@ export class BullmqJobQueue implements JobQueue {
       : createHash('sha256')
           .update(`${job.instanceName}\n${digestKey(job.actionDigest)}\n${platformKey(job.platform)}`)
           .digest('hex');
-    const now = String(Date.now());
-    const fields: ScriptArg[] = [
-      'name', name,
-      'job', JSON.stringify(job),
-      'stage', 'QUEUED',
-      'done', '0',
-      'queuedAt', now,
-      'updatedAt', now,
-      'queue', queue,
-      'jobId', uuid,
-      'mergeKey', mergeHash,
-      'deliveries', '0',
-      'ver', '0',
-    ];
-    const opKey = this.opKey(name);
-    const r = await this.cmd.submitOp(
-      opKey,
-      mergeHash ? this.mergePrefix + mergeHash : opKey,
-      this.platformsKey,
-      name,
-      mergeHash ? '1' : '0',
-      `${this.prefix}:op:`,
-      this.inFlightTtlMs,
-      queue,
-      JSON.stringify(job.platform),
-      ...fields,
-    );
-    if (r[0]) return { operationName: r[0], merged: true };
-    if (r[1] === 1) await this.cmd.publish(this.chPlatforms, queue);
+    // Routing is decided before the operation exists: once it is mergeable, only the add to
+    // BullMQ stands between it and a worker (a scheduler dying in between strands it).
+    let routedTo: string | undefined;
+    if (this.locality && job.localityKeys?.length) {
+      try {
+        routedTo = await this.route(job, queue);
+      } catch (err) {
+        this.log.warn({ err: errorMessage(err), operation: name }, 'locality lookup failed; using the shared queue');
+      }
+    }
+    const target = routedTo ? this.personalQueueName(queue, routedTo) : queue;
     try {
-      await this.queue(queue).add(
-        'action',
-        { operationName: name },
-        {
-          jobId: uuid,
-          priority: bullPriority(job.priority),
-          attempts: this.maxAttempts + 1,
-          removeOnComplete: true,
-          removeOnFail: true,
-        },
+      const now = String(Date.now());
+      const fields: ScriptArg[] = [
+        'name', name,
+        'job', JSON.stringify(job),
+        'stage', 'QUEUED',
+        'done', '0',
+        'queuedAt', now,
+        'updatedAt', now,
+        'queue', target,
+        'jobId', uuid,
+        'mergeKey', mergeHash,
+        'deliveries', '0',
+        'ver', '0',
+      ];
+      const opKey = this.opKey(name);
+      const r = await this.cmd.submitOp(
+        opKey,
+        mergeHash ? this.mergePrefix + mergeHash : opKey,
+        this.platformsKey,
+        this.personalKey,
+        name,
+        mergeHash ? '1' : '0',
+        `${this.prefix}:op:`,
+        this.inFlightTtlMs,
+        queue,
+        JSON.stringify(job.platform),
+        routedTo ? target : '',
+        routedTo ?? '',
+        ...fields,
       );
-    } catch (err) {
-      await this.finish(name, { error: { code: Status.UNAVAILABLE, message: `could not enqueue: ${errorMessage(err)}` } }).catch(() => {});
-      throw err;
+      if (r[0]) return { operationName: r[0], merged: true };
+      if (r[1] === 1) await this.cmd.publish(this.chPlatforms, queue);
+      try {
+        await this.addJob(target, uuid, name, job.priority);
+      } catch (err) {
+        await this.finish(name, { error: { code: Status.UNAVAILABLE, message: `could not enqueue: ${errorMessage(err)}` } }).catch(() => {});
+        throw err;
+      }
+    } finally {
+      if (routedTo) this.release(target);
+    }
+    this.ensureSweeper();
+    await this.cmd.publish(this.chJobAdded, target);
+    if (routedTo) {
+      // It may have died since we looked, and a sweep may have missed this job: move it ourselves.
+      try {
+        if (!(await this.cmd.exists(this.workerKey(routedTo)))) await this.moveToShared(target, uuid, name, bullPriority(job.priority));
+      } catch (err) {
+        this.log.warn({ err: errorMessage(err), operation: name }, 'could not check the routed worker; the sweep will');
+      }
     }
     return { operationName: name, merged: false };
   }
@@ -454,6 +581,7 @@ export class BullmqJobQueue implements JobQueue {
     this.assertOpen();
     const all = await this.cmd.hgetall(this.platformsKey);
     const platforms: QueueStats['platforms'] = [];
+    const byQueue = new Map<string, QueueStats['platforms'][number]>();
     for (const [queue, json] of Object.entries(all)) {
       let platform: PlatformProperties;
       try {
@@ -462,7 +590,17 @@ export class BullmqJobQueue implements JobQueue {
         continue;
       }
       const c = await this.queue(queue).getJobCounts('waiting', 'prioritized', 'delayed', 'active');
-      platforms.push({ platform, waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0), active: c.active ?? 0 });
+      const p = { platform, waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0), active: c.active ?? 0 };
+      platforms.push(p);
+      byQueue.set(queue, p);
+    }
+    // jobs routed to one worker count for their platform too
+    for (const pq of Object.keys(await this.cmd.hgetall(this.personalKey))) {
+      const p = byQueue.get(sharedOf(pq));
+      if (!p) continue;
+      const c = await this.queue(pq).getJobCounts('waiting', 'prioritized', 'delayed', 'active');
+      p.waiting += (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0);
+      p.active += c.active ?? 0;
     }
     return { platforms, workers: await this.liveWorkers() };
   }
@@ -496,12 +634,16 @@ export class BullmqJobQueue implements JobQueue {
     const s: Session = {
       reg,
       handler,
-      slots: new Slots(reg.concurrency),
-      workers: new Map(),
+      consumers: new Map(),
       running: new Map(),
+      active: 0,
+      inflight: new Set(),
       stopping: false,
       forced: false,
       rescanAgain: false,
+      dirty: true,
+      turn: 0,
+      fetchFailing: false,
     };
     this.sessions.add(s);
     try {
@@ -512,11 +654,13 @@ export class BullmqJobQueue implements JobQueue {
       await this.stopSession(s, true);
       throw err;
     }
+    s.loop = this.fetchLoop(s);
     s.timer = setInterval(() => {
       this.heartbeat(s).catch((err) => this.log.warn({ err: errorMessage(err), worker: reg.name }, 'worker heartbeat failed'));
       this.rescan(s).catch((err) => this.log.warn({ err: errorMessage(err), worker: reg.name }, 'platform rescan failed'));
     }, this.heartbeatMs);
     s.timer.unref();
+    this.ensureSweeper();
     return () => this.stopSession(s, false);
   }
 
@@ -530,8 +674,11 @@ export class BullmqJobQueue implements JobQueue {
     this.closed = true;
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.pollTimer = undefined;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
     this.watchers.clear();
     await Promise.allSettled([...this.sessions].map((s) => this.stopSession(s, true)));
+    await this.sweeping?.catch(() => {});
     await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
     this.queues.clear();
     // the queues leave the connection they share open: it is ours
@@ -569,12 +716,44 @@ export class BullmqJobQueue implements JobQueue {
 
   private queue(name: string): Queue {
     let q = this.queues.get(name);
+    const personal = name.includes(PERSONAL_INFIX);
+    if (q && personal) {
+      // most recently used last
+      this.queues.delete(name);
+      this.queues.set(name, q);
+    }
     if (!q) {
       q = new Queue(name, { connection: this.bullClient(), prefix: this.bullPrefix });
       q.on('error', (err) => this.log.warn({ err: errorMessage(err), queue: name }, 'queue error'));
       this.queues.set(name, q);
+      if (personal) {
+        const open = [...this.queues.keys()].filter((n) => n.includes(PERSONAL_INFIX));
+        for (const old of open.slice(0, Math.max(0, open.length - MAX_OPEN_PERSONAL_QUEUES))) this.dropQueue(old);
+      }
     }
     return q;
+  }
+
+  /** Close and forget a Queue object (its jobs stay in Redis). */
+  private dropQueue(name: string): void {
+    const q = this.queues.get(name);
+    if (!q) return;
+    this.queues.delete(name);
+    q.close().catch(() => {});
+  }
+
+  private async addJob(queue: string, jobId: string, operationName: string, reapiPriority: number): Promise<void> {
+    await this.queue(queue).add(
+      'action',
+      { operationName },
+      {
+        jobId,
+        priority: bullPriority(reapiPriority),
+        attempts: this.maxAttempts + 1,
+        removeOnComplete: true,
+        removeOnFail: true,
+      },
+    );
   }
 
   /** The connection BullMQ queues share; workers duplicate it (so it must not retry-limit commands). */
@@ -590,7 +769,7 @@ export class BullmqJobQueue implements JobQueue {
 
   private ensureSub(): Promise<void> {
     if (this.subReady) return this.subReady;
-    const channels = [this.chEvents, this.chCancel, this.chPlatforms];
+    const channels = [this.chEvents, this.chCancel, this.chPlatforms, this.chJobAdded];
     const sub = new Redis(this.url, { lazyConnect: true });
     let subscribed = false;
     sub.on('message', (channel: string, message: string) => this.onMessage(channel, message));
@@ -604,7 +783,10 @@ export class BullmqJobQueue implements JobQueue {
         () => {
           if (this.closed || this.sub !== sub) return;
           for (const set of this.watchers.values()) for (const w of set) this.refresh(w);
-          for (const s of this.sessions) this.rescan(s).catch(() => {});
+          for (const s of this.sessions) {
+            this.rescan(s).catch(() => {});
+            this.poke(s);
+          }
         },
         (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not resubscribe'),
       );
@@ -640,6 +822,8 @@ export class BullmqJobQueue implements JobQueue {
       for (const s of this.sessions) {
         this.rescan(s).catch((err) => this.log.warn({ err: errorMessage(err) }, 'platform rescan failed'));
       }
+    } else if (channel === this.chJobAdded) {
+      for (const s of this.sessions) if (s.consumers.has(message)) this.poke(s);
     }
   }
 
@@ -696,18 +880,176 @@ export class BullmqJobQueue implements JobQueue {
     this.pollTimer.unref();
   }
 
+  // --- internals: locality ---
+
+  /**
+   * The worker this job should go to: the live one satisfying its platform that ran the most of
+   * its locality keys lately (then: the most recent), unless it already has `concurrency` jobs
+   * waiting on its personal queue. Undefined: the shared queue.
+   */
+  private async route(job: JobSpec, sharedQueue: string): Promise<string | undefined> {
+    const keys = localityKeysOf(job.localityKeys);
+    if (keys.length === 0) return undefined;
+    const p = this.cmd.pipeline();
+    for (const k of keys) p.zrange(this.localityKey(k), 0, -1, 'WITHSCORES');
+    const replies = (await p.exec()) ?? [];
+    const hits = replies.map(([err, v]) => {
+      const flat = !err && Array.isArray(v) ? (v as string[]) : [];
+      const pairs: Array<[string, number]> = [];
+      for (let i = 0; i + 1 < flat.length; i += 2) pairs.push([flat[i]!, Number(flat[i + 1])]);
+      return pairs;
+    });
+    const ranked = rankLocality(hits, Date.now() - this.localityTtlMs).slice(0, LOCALITY_CANDIDATES);
+    if (ranked.length === 0) return undefined;
+    const regs = await this.cmd.mget(ranked.map((c) => this.workerKey(c.worker)));
+    for (const [i, c] of ranked.entries()) {
+      const reg = parseRegistration(regs[i]);
+      if (!reg || reg.draining || !satisfies(reg.platform, job.platform)) continue;
+      // Reserve before counting, so a burst of submits does not all see the queue empty; the
+      // caller releases the reservation once the job is added (or not).
+      const pq = this.personalQueueName(sharedQueue, c.worker);
+      this.routing.set(pq, (this.routing.get(pq) ?? 0) + 1);
+      let routed = false;
+      try {
+        const counts = await this.queue(pq).getJobCounts('waiting', 'prioritized', 'delayed');
+        const waiting = (counts.waiting ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0) + (this.routing.get(pq) ?? 1) - 1;
+        routed = waiting < reg.concurrency;
+        return routed ? c.worker : undefined;
+      } finally {
+        if (!routed) this.release(pq);
+      }
+    }
+    return undefined;
+  }
+
+  private release(personalQueue: string): void {
+    const n = (this.routing.get(personalQueue) ?? 1) - 1;
+    if (n > 0) this.routing.set(personalQueue, n);
+    else this.routing.delete(personalQueue);
+  }
+
+  /** Remember that `worker` just ran a job with these locality keys. */
+  private async recordLocality(job: JobSpec, worker: string): Promise<void> {
+    const keys = localityKeysOf(job.localityKeys);
+    if (!this.locality || keys.length === 0) return;
+    const now = Date.now();
+    const p = this.cmd.pipeline();
+    for (const k of keys) {
+      const key = this.localityKey(k);
+      p.zadd(key, now, worker)
+        .zremrangebyscore(key, '-inf', now - this.localityTtlMs)
+        .zremrangebyrank(key, 0, -(LOCALITY_WORKERS_PER_KEY + 1))
+        .pexpire(key, this.localityTtlMs);
+    }
+    await p.exec();
+  }
+
+  /**
+   * Move a job from a personal queue to its shared queue, unless it is locked (its worker runs
+   * it). True when it is no longer in the personal queue (moved, finished, or gone); the
+   * operation hash decides who re-enqueues it, so two movers never both do.
+   */
+  private async moveToShared(personalQueue: string, jobId: string, operationName: string | undefined, bullPrio: number | undefined): Promise<boolean> {
+    const pq = this.queue(personalQueue);
+    const state = await pq.getJobState(jobId);
+    if (state !== 'unknown' && (await pq.remove(jobId)) !== 1) return false;
+    if (!operationName) return true;
+    const shared = sharedOf(personalQueue);
+    if ((await this.cmd.requeueOp(this.opKey(operationName), personalQueue, shared)) !== 1) return true;
+    await this.queue(shared).add(
+      'action',
+      { operationName },
+      { jobId, priority: bullPrio ?? bullPriority(0), attempts: this.maxAttempts + 1, removeOnComplete: true, removeOnFail: true },
+    );
+    await this.cmd.publish(this.chJobAdded, shared);
+    this.log.debug({ operation: operationName, from: personalQueue, to: shared }, 'moved a job to the shared queue');
+    return true;
+  }
+
+  /** Move every job of a personal queue that is not locked to the shared queue; true when none is left. */
+  private async drainPersonal(personalQueue: string): Promise<boolean> {
+    const jobs = await this.queue(personalQueue).getJobs(['waiting', 'prioritized', 'delayed', 'active']);
+    let left = 0;
+    for (const job of jobs) {
+      if (!job?.id) continue;
+      const name = (job.data as { operationName?: unknown } | undefined)?.operationName;
+      if (!(await this.moveToShared(personalQueue, job.id, typeof name === 'string' ? name : undefined, job.opts.priority))) left++;
+    }
+    return left === 0;
+  }
+
+  private ensureSweeper(): void {
+    if (this.sweepTimer || this.closed) return;
+    this.sweepTimer = setInterval(() => void this.sweep(), this.heartbeatMs);
+    this.sweepTimer.unref();
+  }
+
+  /**
+   * Move the jobs of dead workers' personal queues to the shared queues. At most one instance
+   * sweeps per heartbeat period (the first to take `<p>:sweep`); moves are safe to repeat.
+   */
+  private sweep(): Promise<void> {
+    if (this.sweeping || this.closed) return this.sweeping ?? Promise.resolve();
+    this.sweeping = (async () => {
+      try {
+        const entries = await this.cmd.hgetall(this.personalKey);
+        const names = [...new Set(Object.values(entries))];
+        if (names.length === 0) return;
+        const regs = await this.cmd.mget(names.map((n) => this.workerKey(n)));
+        const dead = new Set(names.filter((_, i) => !regs[i]));
+        if (dead.size === 0) return;
+        if ((await this.cmd.set(this.sweepKey, this.instanceId, 'PX', this.heartbeatMs, 'NX')) !== 'OK') return;
+        for (const [pq, worker] of Object.entries(entries)) {
+          if (this.closed) return;
+          if (dead.has(worker)) await this.retirePersonal(pq, worker);
+        }
+      } catch (err) {
+        if (!this.closed) this.log.warn({ err: errorMessage(err) }, 'sweeping dead workers failed');
+      }
+    })().finally(() => {
+      this.sweeping = undefined;
+    });
+    return this.sweeping;
+  }
+
+  /** Empty a dead worker's personal queue and forget it (unless a job is still locked there). */
+  private async retirePersonal(pq: string, worker: string): Promise<void> {
+    if (!(await this.drainPersonal(pq))) return; // a job still locked: next time
+    await this.cmd.hdel(this.personalKey, pq);
+    // A job added since (its submitter saw the worker live) keeps the entry; the submitter also
+    // moves it itself once it sees the worker dead.
+    const q = this.queue(pq);
+    const c = await q.getJobCounts('waiting', 'prioritized', 'delayed', 'active');
+    if (Object.values(c).some((n) => n > 0)) {
+      await this.cmd.hset(this.personalKey, pq, worker);
+      return;
+    }
+    if (await this.cmd.exists(this.workerKey(worker))) return; // it came back
+    // BullMQ's bookkeeping of the empty queue (events stream, counters); never a job
+    const k = q.keys as Record<string, string>;
+    const bookkeeping = ['events', 'meta', 'id', 'pc', 'marker', 'stalled-check', 'stalled', 'limiter']
+      .map((t) => k[t])
+      .filter((x): x is string => !!x);
+    if (bookkeeping.length) await this.cmd.del(...bookkeeping);
+    this.dropQueue(pq);
+    this.log.info({ worker, queue: pq }, 'retired the personal queue of a dead worker');
+  }
+
   // --- internals: workers ---
 
   private async heartbeat(s: Session): Promise<void> {
     if (s.stopping) return;
     const now = Date.now();
-    await Promise.all([
-      this.cmd.zadd(this.workersKey, now, s.reg.name),
-      this.cmd.set(this.workerKey(s.reg.name), JSON.stringify({ platform: s.reg.platform, concurrency: s.reg.concurrency }), 'PX', this.workerTtlMs),
-    ]);
+    const m = this.cmd
+      .multi()
+      .zadd(this.workersKey, now, s.reg.name)
+      .set(this.workerKey(s.reg.name), JSON.stringify({ platform: s.reg.platform, concurrency: s.reg.concurrency }), 'PX', this.workerTtlMs);
+    // the sweep's list of personal queues (a sweep may have dropped them while we were away)
+    for (const c of s.consumers.values()) if (c.personal) m.hset(this.personalKey, c.queue, s.reg.name);
+    await m.exec();
   }
 
-  /** Start a BullMQ worker on every known platform queue this worker satisfies. */
+  /** Consume every known platform queue this worker satisfies (and its personal queue there). */
   private rescan(s: Session): Promise<void> {
     if (s.scanning) {
       s.rescanAgain = true;
@@ -719,14 +1061,20 @@ export class BullmqJobQueue implements JobQueue {
         if (s.stopping) return;
         const all = await this.cmd.hgetall(this.platformsKey);
         for (const [queue, json] of Object.entries(all)) {
-          if (s.stopping || s.workers.has(queue)) continue;
+          if (s.stopping || s.consumers.has(queue)) continue;
           let platform: PlatformProperties;
           try {
             platform = JSON.parse(json) as PlatformProperties;
           } catch {
             continue;
           }
-          if (satisfies(s.reg.platform, platform)) this.startWorker(s, queue);
+          if (!satisfies(s.reg.platform, platform)) continue;
+          const personal = this.personalQueueName(queue, s.reg.name);
+          await this.cmd.hset(this.personalKey, personal, s.reg.name);
+          if (s.stopping) return;
+          this.startConsumer(s, personal, queue, true);
+          this.startConsumer(s, queue, queue, false);
+          this.poke(s);
         }
       } while (s.rescanAgain);
     })().finally(() => {
@@ -735,11 +1083,11 @@ export class BullmqJobQueue implements JobQueue {
     return s.scanning;
   }
 
-  private startWorker(s: Session, queue: string): void {
-    const w = new Worker(queue, (job: Job) => this.process(s, job), {
+  private startConsumer(s: Session, queue: string, shared: string, personal: boolean): void {
+    const w = new Worker(queue, null, {
       connection: this.bullClient(),
       prefix: this.bullPrefix,
-      concurrency: s.reg.concurrency,
+      autorun: false,
       lockDuration: this.lockDurationMs,
       stalledInterval: this.stalledIntervalMs,
       // our own delivery count decides; BullMQ must never give up first
@@ -751,8 +1099,126 @@ export class BullmqJobQueue implements JobQueue {
     w.on('error', (err) => {
       if (!s.stopping) this.log.warn({ err: errorMessage(err), worker: s.reg.name, queue }, 'BullMQ worker error');
     });
-    s.workers.set(queue, w);
-    this.log.debug({ worker: s.reg.name, queue }, 'worker listens on platform queue');
+    // a dead worker's job is back in the queue: wake whoever can take it
+    w.on('stalled', () => {
+      this.cmd.publish(this.chJobAdded, queue).catch(() => {});
+    });
+    w.startStalledCheckTimer().catch((err) => this.log.warn({ err: errorMessage(err), queue }, 'could not start the stalled-job check'));
+    s.consumers.set(queue, { queue, shared, personal, worker: w });
+    this.log.debug({ worker: s.reg.name, queue, personal }, 'worker consumes queue');
+  }
+
+  /** Wake the fetch loop: something may be there to take. */
+  private poke(s: Session): void {
+    s.dirty = true;
+    const wake = s.wakeUp;
+    s.wakeUp = undefined;
+    wake?.();
+  }
+
+  /** Until poked (or `ms` passed). */
+  private sleep(s: Session, ms?: number): Promise<void> {
+    return new Promise((resolve) => {
+      let t: NodeJS.Timeout | undefined;
+      const done = () => {
+        if (t) clearTimeout(t);
+        if (s.wakeUp === done) s.wakeUp = undefined;
+        resolve();
+      };
+      s.wakeUp = done;
+      if (ms !== undefined) t = setTimeout(done, ms);
+    });
+  }
+
+  /**
+   * Take jobs while a slot is free: personal queues first, then the shared ones, each time
+   * starting with the next queue in turn. Sleeps when full (until a job ends) or when nothing
+   * was there (until a job-added message, or drainDelaySec).
+   */
+  private async fetchLoop(s: Session): Promise<void> {
+    while (!s.stopping) {
+      if (s.active >= s.reg.concurrency) {
+        await this.sleep(s);
+        continue;
+      }
+      s.dirty = false;
+      let got: { c: Consumer; job: Job; token: string } | undefined;
+      try {
+        got = await this.fetchOne(s);
+        if (s.fetchFailing) this.log.info({ worker: s.reg.name }, 'taking jobs again');
+        s.fetchFailing = false;
+      } catch (err) {
+        if (s.stopping) break;
+        if (!s.fetchFailing) this.log.warn({ err: errorMessage(err), worker: s.reg.name }, 'could not take a job; retrying');
+        s.fetchFailing = true;
+        await this.sleep(s, 1000);
+        continue;
+      }
+      if (got) this.startJob(s, got.c, got.job, got.token);
+      else if (!s.dirty && !s.stopping) await this.sleep(s, this.drainDelaySec * 1000);
+    }
+  }
+
+  private async fetchOne(s: Session): Promise<{ c: Consumer; job: Job; token: string } | undefined> {
+    const all = [...s.consumers.values()];
+    const turn = s.turn++;
+    const rotate = (cs: Consumer[]) => (cs.length ? cs.map((_, i) => cs[(i + turn) % cs.length]!) : cs);
+    for (const c of [...rotate(all.filter((c) => c.personal)), ...rotate(all.filter((c) => !c.personal))]) {
+      if (s.stopping) return undefined;
+      const token = `${this.instanceId}:${++this.tokens}`;
+      const job = (await c.worker.getNextJob(token, { block: false })) as Job | undefined;
+      if (job) return { c, job, token };
+    }
+    return undefined;
+  }
+
+  /** Run a taken job in the background, renewing its lock until it is finished. */
+  private startJob(s: Session, c: Consumer, job: Job, token: string): void {
+    s.active++;
+    const renew = setInterval(
+      () => {
+        if (s.forced) return;
+        job.extendLock(token, this.lockDurationMs).catch((err: unknown) => this.log.debug({ err: errorMessage(err), queue: c.queue }, 'could not renew a job lock'));
+      },
+      Math.max(50, Math.floor(this.lockDurationMs / 3)),
+    );
+    const p: Promise<void> = this.runJob(s, c, job, token)
+      .catch((err: unknown) => {
+        if (!s.forced && !this.closed) this.log.warn({ err: errorMessage(err), worker: s.reg.name, queue: c.queue }, 'could not finish a job in its queue');
+      })
+      .finally(() => {
+        clearInterval(renew);
+        s.active--;
+        s.inflight.delete(p);
+        this.poke(s);
+      });
+    s.inflight.add(p);
+  }
+
+  /** One delivery, then the job's fate in BullMQ: finished, back in a queue, or abandoned (locked until its lock expires). */
+  private async runJob(s: Session, c: Consumer, job: Job, token: string): Promise<void> {
+    const outcome = await this.process(s, job);
+    if (outcome === 'abandon' || s.forced) return;
+    if (outcome === 'done') {
+      await job.moveToCompleted(undefined, token, false);
+      return;
+    }
+    // the handler threw: run it again, on the shared queue (maybe this worker is the problem)
+    const name = (job.data as { operationName: string }).operationName;
+    if (c.personal) {
+      if ((await this.cmd.requeueOp(this.opKey(name), c.queue, c.shared)) === 1) {
+        await this.queue(c.shared).add(
+          'action',
+          { operationName: name },
+          { jobId: job.id, priority: job.opts.priority, attempts: this.maxAttempts + 1, removeOnComplete: true, removeOnFail: true },
+        );
+      }
+      await job.moveToCompleted(undefined, token, false);
+      await this.cmd.publish(this.chJobAdded, c.shared);
+    } else {
+      await job.moveToFailed(outcome.retry, token, false); // BullMQ puts it back in the queue
+      await this.cmd.publish(this.chJobAdded, c.queue);
+    }
   }
 
   private async stopSession(s: Session, force: boolean): Promise<void> {
@@ -761,16 +1227,42 @@ export class BullmqJobQueue implements JobQueue {
       for (const ac of s.running.values()) ac.abort(new Error('the worker is shutting down'));
     }
     s.stopping = true;
+    this.poke(s);
     if (s.timer) clearInterval(s.timer);
     s.timer = undefined;
     await s.scanning?.catch(() => {});
-    await Promise.allSettled([...s.workers.values()].map((w) => w.close(force)));
-    s.workers.clear();
+    await s.loop?.catch(() => {});
+    const consumers = [...s.consumers.values()];
+    const handOver = async () => {
+      for (const c of consumers) {
+        if (!c.personal) continue;
+        try {
+          await this.drainPersonal(c.queue);
+        } catch (err) {
+          if (!this.closed) this.log.warn({ err: errorMessage(err), queue: c.queue }, 'could not move waiting jobs to the shared queue; a sweep will');
+        }
+      }
+    };
+    // While Redis is unreachable, do not wait out ioredis' reconnect attempts: the registration
+    // expires after workerTtlMs anyway, and then a sweep moves the jobs routed to us.
+    const ready = this.cmd.status === 'ready';
+    if (ready) {
+      // Still registered (platforms stay satisfiable) but no longer routed to; the jobs waiting
+      // for us go to the others now.
+      const draining = JSON.stringify({ platform: s.reg.platform, concurrency: s.reg.concurrency, draining: true });
+      await this.cmd.set(this.workerKey(s.reg.name), draining, 'PX', this.workerTtlMs).catch(() => {});
+      await handOver();
+    }
+    // graceful: let running jobs finish; forced: they are abandoned (locks expire, re-delivered)
+    if (!force) await Promise.allSettled([...s.inflight]);
+    await Promise.allSettled(consumers.map((c) => c.worker.close(force)));
+    s.consumers.clear();
     this.sessions.delete(s);
-    // Best effort (the registration expires after workerTtlMs anyway): while Redis is unreachable,
-    // do not wait out ioredis' reconnect attempts.
     const cleanup = Promise.allSettled([this.cmd.zrem(this.workersKey, s.reg.name), this.cmd.del(this.workerKey(s.reg.name))]);
-    if (this.cmd.status === 'ready') await cleanup;
+    if (this.cmd.status === 'ready') {
+      await cleanup;
+      await handOver(); // anything routed to us meanwhile
+    }
   }
 
   private exhausted(job: JobSpec, deliveries: number, lastWorker: string, lastError?: string): string {
@@ -779,17 +1271,17 @@ export class BullmqJobQueue implements JobQueue {
   }
 
   /**
-   * The BullMQ processor: one delivery of one job. When this instance is closed mid-job the
-   * promise never settles: BullMQ has stopped renewing the lock, so the job is re-delivered
-   * elsewhere as if this worker had died, and nothing races the closing connections.
+   * One delivery of one job. 'done': finished with it in BullMQ (completed, cancelled, or given
+   * up); 'abandon': this instance is closing mid-job, leave it locked so it is re-delivered
+   * elsewhere once the lock expires, as if this worker had died; `retry`: the handler threw and
+   * attempts are left.
    */
-  private async process(s: Session, job: Job): Promise<void> {
-    const abandon = () => new Promise<never>(() => {});
+  private async process(s: Session, job: Job): Promise<'done' | 'abandon' | { retry: Error }> {
     const name = (job.data as { operationName?: unknown } | undefined)?.operationName;
-    if (typeof name !== 'string') return;
-    if (s.forced) return abandon();
+    if (typeof name !== 'string') return 'done';
+    if (s.forced) return 'abandon';
     const d = await this.cmd.deliverJob(this.opKey(name), s.reg.name, Date.now(), this.chEvents, name);
-    if (d[0] !== 'ok') return; // cancelled, or expired
+    if (d[0] !== 'ok') return 'done'; // cancelled, or expired
     const deliveries = Number(d[1]);
     const spec = JSON.parse(String(d[2])) as JobSpec;
     const previousWorker = String(d[3] ?? '');
@@ -798,15 +1290,14 @@ export class BullmqJobQueue implements JobQueue {
       await this.finish(name, {
         error: { code: Status.UNAVAILABLE, message: this.exhausted(spec, deliveries - 1, previousWorker) },
       });
-      return;
+      return 'done';
     }
-    await s.slots.acquire();
     const controller = new AbortController();
     s.running.set(name, controller);
     try {
-      if (s.forced) return abandon();
+      if (s.forced) return 'abandon';
       // a cancel published before we were listening for it
-      if ((await this.cmd.hget(this.opKey(name), 'done')) !== '0') return;
+      if ((await this.cmd.hget(this.opKey(name), 'done')) !== '0') return 'done';
       const ctx: JobContext = {
         operationName: name,
         job: spec,
@@ -822,26 +1313,30 @@ export class BullmqJobQueue implements JobQueue {
       try {
         response = await s.handler(ctx);
       } catch (err) {
-        if (s.forced) return abandon();
-        if (controller.signal.aborted) return;
-        if ((await this.cmd.hget(this.opKey(name), 'done')) !== '0') return;
+        if (s.forced) return 'abandon';
+        if (controller.signal.aborted) return 'done';
+        if ((await this.cmd.hget(this.opKey(name), 'done')) !== '0') return 'done';
         const message = errorMessage(err);
         this.log.warn({ operation: name, worker: s.reg.name, attempt: deliveries - 1, err: message }, 'job handler failed');
         if (deliveries >= this.maxAttempts) {
           await this.finish(name, {
             error: { code: Status.UNAVAILABLE, message: this.exhausted(spec, deliveries, s.reg.name, message) },
           });
-          return;
+          return 'done';
         }
         await this.update(name, 'QUEUED', '');
-        throw err; // BullMQ puts it back in the queue
+        return { retry: err instanceof Error ? err : new Error(message) };
       }
-      if (s.forced) return abandon();
-      if (controller.signal.aborted) return;
+      if (s.forced) return 'abandon';
+      if (controller.signal.aborted) return 'done';
+      // before the result is out, so a follow-up job already finds this worker
+      await this.recordLocality(spec, s.reg.name).catch((err: unknown) =>
+        this.log.warn({ err: errorMessage(err), operation: name }, 'could not record locality'),
+      );
       await this.finish(name, { response });
+      return 'done';
     } finally {
       s.running.delete(name);
-      s.slots.release();
     }
   }
 }

@@ -1,5 +1,13 @@
 // The in-process JobQueue (`reapi serve` without Redis): everything in memory, one priority queue
 // per platform, workers registered in the same process. Nothing survives a restart.
+//
+// Locality: when a worker finishes a job, the job's locality keys (its input root and top-level
+// subdirectories) remember that worker for `localityTtlMs` (bounded: LOCALITY_WORKERS_PER_KEY
+// workers per key, `localityMaxKeys` keys). A new job sharing keys with a live worker that
+// satisfies its platform goes to that worker's personal queue (most shared keys, then most
+// recent), unless that worker already has `concurrency` jobs waiting there; a worker takes from
+// its personal queue before the shared platform queues. When it stops, its waiting personal jobs
+// go back to the shared queues.
 import { randomUUID } from 'node:crypto';
 import { Status } from '../common/errors.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
@@ -14,13 +22,27 @@ import type {
   SubmitResult,
   WorkerRegistration,
 } from './job-queue.ts';
-import { platformKey, satisfies, unsatisfiableProperties } from './platform.ts';
+import {
+  DEFAULT_LOCALITY_TTL_MS,
+  LOCALITY_WORKERS_PER_KEY,
+  localityKeysOf,
+  platformKey,
+  rankLocality,
+  satisfies,
+  unsatisfiableProperties,
+} from './platform.ts';
 
 export interface InProcessJobQueueOptions {
   /** Deliveries of one job before a handler that keeps throwing fails the operation (default 3). */
   maxAttempts?: number;
   /** How long a finished operation stays answerable by getOperation (default 1 day). */
   doneRetentionMs?: number;
+  /** Route jobs to a worker that recently ran jobs sharing their locality keys (default true). */
+  locality?: boolean;
+  /** How long a finished job's keys point at its worker (default 10 minutes). */
+  localityTtlMs?: number;
+  /** Locality keys remembered at most; the least recently used are forgotten first (default 100000). */
+  localityMaxKeys?: number;
   logger?: Logger;
 }
 
@@ -55,6 +77,8 @@ interface WorkerRec {
   running: number;
   stopped: boolean;
   inflight: Set<Promise<void>>;
+  /** Jobs routed to this worker for locality; taken before the shared queues. */
+  personal: Heap;
 }
 
 /** Binary min-heap on (priority, seq): lower REAPI priority first, FIFO among equals. */
@@ -107,6 +131,11 @@ class Heap {
   get size(): number {
     return this.items.length;
   }
+
+  /** Entries not cancelled or moved. */
+  live(): Entry[] {
+    return this.items.filter((e) => !e.removed);
+  }
 }
 
 /** `(instance, action digest, platform)`: what makes two submissions the same action. */
@@ -124,6 +153,11 @@ export function handlerErrorStatus(err: unknown): { code: number; message: strin
 export class InProcessJobQueue implements JobQueue {
   private readonly maxAttempts: number;
   private readonly doneRetentionMs: number;
+  private readonly locality: boolean;
+  private readonly localityTtlMs: number;
+  private readonly localityMaxKeys: number;
+  /** Locality key -> worker name -> when it last finished a job with that key; LRU by key. */
+  private readonly localityIndex = new Map<string, Map<string, number>>();
   private readonly log: Logger;
   private readonly ops = new Map<string, OpRecord>();
   private readonly merge = new Map<string, string>();
@@ -138,6 +172,9 @@ export class InProcessJobQueue implements JobQueue {
   constructor(opts: InProcessJobQueueOptions = {}) {
     this.maxAttempts = Math.max(1, Math.floor(opts.maxAttempts ?? 3));
     this.doneRetentionMs = opts.doneRetentionMs ?? 24 * 3600_000;
+    this.locality = opts.locality ?? true;
+    this.localityTtlMs = opts.localityTtlMs ?? DEFAULT_LOCALITY_TTL_MS;
+    this.localityMaxKeys = Math.max(1, opts.localityMaxKeys ?? 100_000);
     this.log = opts.logger ?? silentLogger;
   }
 
@@ -161,7 +198,7 @@ export class InProcessJobQueue implements JobQueue {
     };
     this.ops.set(name, rec);
     if (mergeKey !== undefined) this.merge.set(mergeKey, name);
-    this.enqueue(rec);
+    this.enqueue(rec, this.route(job));
     this.dispatch();
     return { operationName: name, merged: false };
   }
@@ -201,8 +238,19 @@ export class InProcessJobQueue implements JobQueue {
         active.set(key, (active.get(key) ?? 0) + 1);
       }
     }
+    const platforms = new Map<string, QueueStats['platforms'][number]>();
+    for (const [key, q] of this.queues) platforms.set(key, { platform: q.platform, waiting: q.heap.size, active: active.get(key) ?? 0 });
+    for (const w of this.workers.values()) {
+      for (const e of w.personal.live()) {
+        const platform = e.op.state.job.platform;
+        const key = platformKey(platform);
+        const p = platforms.get(key);
+        if (p) p.waiting++;
+        else platforms.set(key, { platform, waiting: 1, active: active.get(key) ?? 0 });
+      }
+    }
     return {
-      platforms: [...this.queues.entries()].map(([key, q]) => ({ platform: q.platform, waiting: q.heap.size, active: active.get(key) ?? 0 })),
+      platforms: [...platforms.values()],
       workers: [...this.workers.values()].filter((w) => !w.stopped).map((w) => ({ name: w.reg.name, platform: w.reg.platform, concurrency: w.reg.concurrency })),
     };
   }
@@ -223,12 +271,22 @@ export class InProcessJobQueue implements JobQueue {
       running: 0,
       stopped: false,
       inflight: new Set(),
+      personal: new Heap(),
     };
     this.workers.set(worker.name, rec);
     this.dispatch();
     return async () => {
-      rec.stopped = true;
-      if (this.workers.get(worker.name) === rec) this.workers.delete(worker.name);
+      if (!rec.stopped) {
+        rec.stopped = true;
+        if (this.workers.get(worker.name) === rec) this.workers.delete(worker.name);
+        // its waiting personal jobs go back to the shared queues, for the other workers
+        for (const e of rec.personal.live()) {
+          e.removed = true;
+          if (e.op.entry === e) this.enqueue(e.op);
+        }
+        rec.personal = new Heap();
+        if (!this.closed) this.dispatch();
+      }
       await Promise.allSettled([...rec.inflight]);
     };
   }
@@ -255,16 +313,59 @@ export class InProcessJobQueue implements JobQueue {
 
   // --- internals ---
 
-  private enqueue(rec: OpRecord): void {
+  /** Queue a job: on `owner`'s personal queue, or (no owner) on its platform's shared queue. */
+  private enqueue(rec: OpRecord, owner?: WorkerRec): void {
+    const entry: Entry = { op: rec, priority: rec.state.job.priority, seq: rec.seq, removed: false };
+    rec.entry = entry;
+    if (owner) {
+      owner.personal.push(entry);
+      return;
+    }
     const key = platformKey(rec.state.job.platform);
     let q = this.queues.get(key);
     if (!q) {
       q = { platform: rec.state.job.platform, heap: new Heap() };
       this.queues.set(key, q);
     }
-    const entry: Entry = { op: rec, priority: rec.state.job.priority, seq: rec.seq, removed: false };
-    rec.entry = entry;
     q.heap.push(entry);
+  }
+
+  /**
+   * The worker a new job should go to for locality: the live worker satisfying its platform that
+   * shares the most of its keys (then the most recent), unless that one already has
+   * `concurrency` jobs waiting for it. Undefined: the shared queue.
+   */
+  private route(job: JobSpec): WorkerRec | undefined {
+    if (!this.locality) return undefined;
+    const keys = localityKeysOf(job.localityKeys);
+    if (keys.length === 0) return undefined;
+    const hits: Array<Iterable<[string, number]>> = [];
+    for (const k of keys) {
+      const m = this.localityIndex.get(k);
+      if (m) hits.push(m.entries());
+    }
+    for (const c of rankLocality(hits, Date.now() - this.localityTtlMs)) {
+      const w = this.workers.get(c.worker);
+      if (!w || w.stopped || !satisfies(w.reg.platform, job.platform)) continue;
+      return w.personal.live().length >= w.reg.concurrency ? undefined : w;
+    }
+    return undefined;
+  }
+
+  /** Remember that `worker` just ran a job with these locality keys. */
+  private recordLocality(job: JobSpec, worker: string): void {
+    if (!this.locality) return;
+    const now = Date.now();
+    for (const k of localityKeysOf(job.localityKeys)) {
+      let m = this.localityIndex.get(k);
+      if (m) this.localityIndex.delete(k); // re-inserted below: most recently used last
+      else m = new Map();
+      m.delete(worker);
+      m.set(worker, now);
+      while (m.size > LOCALITY_WORKERS_PER_KEY) m.delete(m.keys().next().value!);
+      this.localityIndex.set(k, m);
+    }
+    while (this.localityIndex.size > this.localityMaxKeys) this.localityIndex.delete(this.localityIndex.keys().next().value!);
   }
 
   /** Hand queued jobs to workers with free slots until nothing more can start. */
@@ -290,8 +391,14 @@ export class InProcessJobQueue implements JobQueue {
     }
   }
 
-  /** Pop the best job, across the platforms this worker satisfies. */
+  /** Pop the worker's best personal job, else the best job across the platforms it satisfies. */
   private take(w: WorkerRec): Entry | undefined {
+    const mine = w.personal.peek();
+    if (mine) {
+      w.personal.pop();
+      mine.op.entry = undefined;
+      return mine;
+    }
     let best: PlatformQueue | undefined;
     let bestEntry: Entry | undefined;
     for (const [key, q] of this.queues) {
@@ -341,6 +448,7 @@ export class InProcessJobQueue implements JobQueue {
     await Promise.resolve(); // never run a handler inside submit()/work()
     try {
       const response = await w.handler(ctx);
+      this.recordLocality(rec.state.job, w.reg.name);
       if (rec.controller === controller && !rec.state.done) this.finish(rec, { response });
     } catch (err) {
       if (rec.state.done || controller.signal.aborted || rec.controller !== controller) return;

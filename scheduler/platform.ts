@@ -59,3 +59,52 @@ export function unsatisfiableProperties(workers: PlatformProperties[], jobPlatfo
   const nobody = names.filter((n) => !workers.some((w) => satisfiesProperty(w, n, jobPlatform[n] ?? '')));
   return nobody.length ? nobody : (best ?? names);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Locality: which worker recently ran jobs whose inputs overlap a new job's
+
+/** Locality keys of one job the queues look at (the input root comes first, then subdirectories). */
+export const MAX_LOCALITY_KEYS = 64;
+
+/** Workers remembered per locality key (the most recent ones). */
+export const LOCALITY_WORKERS_PER_KEY = 4;
+
+/** How long a worker counts as having a job's inputs after it ran one (default of both queues). */
+export const DEFAULT_LOCALITY_TTL_MS = 10 * 60_000;
+
+/** A worker's claim on a job's inputs. */
+export interface LocalityScore {
+  worker: string;
+  /** How many of the job's locality keys it ran recently. */
+  shared: number;
+  /** When it last finished a job with one of them (ms since the epoch). */
+  lastMs: number;
+}
+
+/** The job's locality keys the queues consider: deduplicated, at most MAX_LOCALITY_KEYS. */
+export function localityKeysOf(keys: readonly string[] | undefined): string[] {
+  if (!keys?.length) return [];
+  return [...new Set(keys.filter((k) => k !== ''))].slice(0, MAX_LOCALITY_KEYS);
+}
+
+/**
+ * Rank workers by how many of a job's keys they ran (most first), ties by the most recent.
+ * `hits`: for each key, the (worker, finished ms) entries recorded for it; entries older than
+ * `notBeforeMs` are ignored.
+ */
+export function rankLocality(hits: Iterable<Iterable<readonly [string, number]>>, notBeforeMs = 0): LocalityScore[] {
+  const byWorker = new Map<string, LocalityScore>();
+  for (const entries of hits) {
+    for (const [worker, ms] of entries) {
+      if (!(ms >= notBeforeMs)) continue;
+      const s = byWorker.get(worker);
+      if (s) {
+        s.shared++;
+        s.lastMs = Math.max(s.lastMs, ms);
+      } else {
+        byWorker.set(worker, { worker, shared: 1, lastMs: ms });
+      }
+    }
+  }
+  return [...byWorker.values()].sort((a, b) => b.shared - a.shared || b.lastMs - a.lastMs || (a.worker < b.worker ? -1 : 1));
+}

@@ -354,3 +354,182 @@ describe('BullmqJobQueue', () => {
     await stop();
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Locality
+
+/** A worker in a child process that runs jobs at once, or hangs on those with requestMetadata.hang. */
+const LOCALITY_CHILD = `
+import { BullmqJobQueue } from './scheduler/bullmq-queue.ts';
+const o = JSON.parse(process.env.REAPI_LOCALITY_CHILD ?? '{}');
+const q = new BullmqJobQueue(o);
+await q.work({ name: o.workerName, platform: o.platform, concurrency: 1 }, async (ctx) => {
+  await ctx.markExecuting(o.workerName);
+  process.stdout.write('took ' + ctx.operationName + ' ' + ctx.attempt + '\\n');
+  if (ctx.job.requestMetadata?.hang) await new Promise(() => {});
+  return Buffer.from(o.workerName);
+});
+process.stdout.write('ready\\n');
+`;
+
+function localityChild(prefix: string, workerName: string) {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', LOCALITY_CHILD], {
+    cwd: ROOT,
+    env: { ...process.env, REAPI_LOCALITY_CHILD: JSON.stringify({ redisUrl: redis.url, prefix, ...FAST, workerName, platform: LINUX }) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  let err = '';
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const waitFor = (re: RegExp, what: string) =>
+    eventually(`${workerName}: ${what}`, async () => (re.exec(out) ? 'yes' : `${out}${err}`), (v) => v === 'yes', 20_000);
+  return {
+    ready: () => waitFor(/^ready$/m, 'ready'),
+    took: (operation: string) => waitFor(new RegExp(`^took ${operation.replace(/[/]/g, '\\/')} \\d+$`, 'm'), `took ${operation}`),
+    async kill(): Promise<void> {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+describe('BullmqJobQueue locality', () => {
+  const K = ['root-k', 'sub-shared'];
+  const nearK = (i: number) => [`root-k-${i}`, 'sub-shared'];
+
+  /** In-process workers that log who ran what (and the attempt), holding jobs whose requestMetadata.gate is set. */
+  function harness(prefix: string, over: Partial<BullmqJobQueueOptions> = {}) {
+    const sched = queue(prefix, over);
+    const ranBy = new Map<string, { worker: string; attempt: number }>();
+    const started = new Map<string, ReturnType<typeof deferred<void>>>();
+    const gates = new Map<string, ReturnType<typeof deferred<void>>>();
+    const gate = (label: string) => {
+      const g = deferred();
+      gates.set(label, g);
+      started.set(label, deferred());
+      return g;
+    };
+    const register = (name: string) =>
+      queue(prefix, over).work({ name, platform: LINUX, concurrency: 1 }, async (ctx) => {
+        ranBy.set(ctx.operationName, { worker: name, attempt: ctx.attempt });
+        await ctx.markExecuting(name);
+        const label = ctx.job.requestMetadata?.gate;
+        if (label) {
+          started.get(label)?.resolve();
+          await gates.get(label)?.promise;
+        }
+        return Buffer.from(name);
+      });
+    const submit = async (n: string, keys: string[], meta: Record<string, string> = {}) =>
+      (await sched.submit(spec(`${prefix}-${n}`, { localityKeys: keys, requestMetadata: meta }))).operationName;
+    const worker = async (name: string) => (await untilDone(sched, name)).response?.toString();
+    return { sched, ranBy, started, gate, register, submit, worker };
+  }
+
+  it('sends jobs sharing locality keys to the worker that ran them, overflow to the shared queue', async () => {
+    const h = harness(newPrefix());
+    const stopA = await h.register('A');
+    assert.equal(await h.worker(await h.submit('first', K)), 'A', 'the only worker');
+    const stopB = await h.register('B');
+    for (let i = 0; i < 6; i++) assert.equal(await h.worker(await h.submit(`near-${i}`, nearK(i))), 'A', `job ${i} sharing K`);
+    assert.equal(await h.worker(await h.submit('same', K)), 'A');
+    // unrelated keys: the shared queue, either worker
+    assert.match((await h.worker(await h.submit('unrelated', ['x', 'y']))) ?? '', /^[AB]$/);
+
+    // A busy (concurrency 1) with one job waiting for it: the next one goes to the shared queue
+    const holdA = h.gate('holdA');
+    const held = await h.submit('held', nearK(10), { gate: 'holdA' });
+    await h.started.get('holdA')!.promise;
+    assert.equal(h.ranBy.get(held)?.worker, 'A');
+    const waits = await h.submit('waits-for-a', nearK(11));
+    const overflow = await h.submit('overflow', nearK(12));
+    assert.equal(await h.worker(overflow), 'B');
+    assert.equal((await h.sched.getOperation(waits))?.stage, 'QUEUED', 'still waiting for A');
+    const st = await h.sched.stats();
+    assert.equal(st.platforms.reduce((n, p) => n + p.waiting, 0), 1, 'stats count the job on a personal queue');
+    holdA.resolve();
+    assert.equal(await h.worker(held), 'A');
+    assert.equal(await h.worker(waits), 'A');
+    await stopA();
+    await stopB();
+  });
+
+  it('merges and cancels jobs waiting on a personal queue', async () => {
+    const h = harness(newPrefix());
+    const stopA = await h.register('A');
+    await h.worker(await h.submit('first', K));
+    const holdA = h.gate('holdA');
+    const held = await h.submit('held', nearK(1), { gate: 'holdA' });
+    await h.started.get('holdA')!.promise;
+    // routed to A (waiting there), then merged and cancelled like any queued job
+    const waiting = await h.sched.submit(spec('merge-me', { localityKeys: nearK(2) }));
+    assert.deepEqual(await h.sched.submit(spec('merge-me', { localityKeys: nearK(2) })), { operationName: waiting.operationName, merged: true });
+    assert.equal(await h.sched.cancel(waiting.operationName), true);
+    assert.equal((await untilDone(h.sched, waiting.operationName)).error?.code, Status.CANCELLED);
+    holdA.resolve();
+    await h.worker(held);
+    assert.equal(h.ranBy.has(waiting.operationName), false, 'the cancelled job never ran');
+    await stopA();
+  });
+
+  it('with locality off, routes nothing: a job sharing keys with a busy worker goes to a free one', async () => {
+    const h = harness(newPrefix(), { locality: false });
+    const stopA = await h.register('A');
+    assert.equal(await h.worker(await h.submit('first', K)), 'A');
+    const holdA = h.gate('holdA');
+    const held = await h.submit('held', nearK(1), { gate: 'holdA' });
+    await h.started.get('holdA')!.promise;
+    const stopB = await h.register('B');
+    // with locality on, this one would wait on A's personal queue
+    assert.equal(await h.worker(await h.submit('next', nearK(2))), 'B');
+    holdA.resolve();
+    assert.equal(await h.worker(held), 'A');
+    await stopA();
+    await stopB();
+  });
+
+  it('hands the jobs waiting for a worker that stops to the others', async () => {
+    const h = harness(newPrefix());
+    const stopA = await h.register('A');
+    await h.worker(await h.submit('first', K));
+    const stopB = await h.register('B');
+    const holdA = h.gate('holdA');
+    const held = await h.submit('held', nearK(1), { gate: 'holdA' });
+    await h.started.get('holdA')!.promise;
+    const moved = await h.submit('moved', nearK(2));
+    assert.equal((await h.sched.getOperation(moved))?.stage, 'QUEUED');
+    const stopping = stopA(); // graceful: its running job finishes, its waiting one goes to B at once
+    assert.equal(await h.worker(moved), 'B');
+    holdA.resolve();
+    await stopping;
+    assert.equal(await h.worker(held), 'A');
+    assert.equal(await h.worker(await h.submit('after', nearK(3))), 'B', 'A is gone');
+    await stopB();
+  });
+
+  it('runs the jobs of a SIGKILLed worker elsewhere: waiting ones once its registration expires, the running one once its lock does', async () => {
+    const prefix = newPrefix();
+    const h = harness(prefix);
+    const a = localityChild(prefix, 'child-a');
+    await a.ready();
+    assert.equal(await h.worker(await h.submit('first', K)), 'child-a');
+    const stopB = await h.register('B');
+    const running = await h.submit('running', nearK(1), { hang: '1' });
+    await a.took(running);
+    const waiting = [await h.submit('waiting', nearK(2))];
+    assert.equal((await h.sched.getOperation(waiting[0]!))?.stage, 'QUEUED');
+    await a.kill();
+    const t0 = Date.now();
+    assert.equal(await h.worker(waiting[0]!), 'B');
+    assert.ok(Date.now() - t0 >= 500, 'after the registration expired');
+    assert.equal(await h.worker(running), 'B');
+    assert.equal(h.ranBy.get(running)?.attempt, 1, 'delivered again');
+    assert.equal(h.ranBy.get(waiting[0]!)?.attempt, 0);
+    // the dead worker's personal queue is retired
+    await eventually('personal queues of dead workers retired', () => h.sched.stats().then((s) => s.workers.map((w) => w.name).join(',')), (v) => v === 'B');
+    await stopB();
+  });
+});

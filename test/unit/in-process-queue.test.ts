@@ -229,3 +229,132 @@ describe('InProcessJobQueue', () => {
     await q.close();
   });
 });
+
+describe('InProcessJobQueue locality', () => {
+  const K = ['root-k', 'sub-shared'];
+  /** Keys sharing the subdirectory of K (another input root around the same inputs). */
+  const nearK = (i: number) => [`root-k-${i}`, 'sub-shared'];
+
+  /** Workers that log who ran what, and hold jobs whose requestMetadata.gate names an open gate. */
+  function fleet(q: InProcessJobQueue) {
+    const ranBy = new Map<string, string>();
+    const started = new Map<string, ReturnType<typeof deferred<void>>>();
+    const gates = new Map<string, ReturnType<typeof deferred<void>>>();
+    const gate = (label: string) => {
+      const g = deferred();
+      gates.set(label, g);
+      started.set(label, deferred());
+      return g;
+    };
+    const register = (name: string) =>
+      q.work({ name, platform: LINUX, concurrency: 1 }, async (ctx) => {
+        const label = ctx.job.requestMetadata?.gate;
+        ranBy.set(ctx.operationName, name);
+        if (label) {
+          started.get(label)?.resolve();
+          await gates.get(label)?.promise;
+        }
+        return Buffer.from(name);
+      });
+    const run = async (n: string, keys: string[], gateLabel?: string) => {
+      const { operationName } = await q.submit(spec(n, { localityKeys: keys, requestMetadata: gateLabel ? { gate: gateLabel } : {} }));
+      return operationName;
+    };
+    const worker = async (name: string) => (await untilDone(q, name)).worker ?? ranBy.get(name);
+    return { ranBy, started, gate, register, run, worker };
+  }
+
+  async function primeA(q: InProcessJobQueue, f: ReturnType<typeof fleet>) {
+    // B is registered first, so it is the one that takes shared jobs when both are idle; A runs
+    // the first job with keys K while B is busy.
+    const stopB = await f.register('B');
+    const stopA = await f.register('A');
+    const busyB = f.gate('busyB');
+    const b = await f.run('busy-b', ['other'], 'busyB');
+    await f.started.get('busyB')!.promise;
+    const first = await f.run('first', K);
+    assert.equal(await f.worker(first), 'A');
+    busyB.resolve();
+    assert.equal(await f.worker(b), 'B');
+    await new Promise((r) => setImmediate(r)); // B's slot is free once its handler has returned
+    return { stopA, stopB };
+  }
+
+  it('sends jobs sharing locality keys to the worker that ran them; others to whoever is free', async () => {
+    const q = new InProcessJobQueue();
+    const f = fleet(q);
+    const { stopA, stopB } = await primeA(q, f);
+    for (let i = 0; i < 4; i++) assert.equal(await f.worker(await f.run(`near-${i}`, nearK(i))), 'A', `job ${i} sharing K`);
+    assert.equal(await f.worker(await f.run('same', K)), 'A');
+    // unrelated keys, and no keys: the shared queue, where B (first registered, idle) takes them
+    assert.equal(await f.worker(await f.run('unrelated', ['x', 'y'])), 'B');
+    assert.equal(await f.worker(await f.run('none', [])), 'B');
+    await stopA();
+    await stopB();
+    await q.close();
+  });
+
+  it('with locality off, the same jobs go to whoever is free', async () => {
+    const q = new InProcessJobQueue({ locality: false });
+    const f = fleet(q);
+    const stopB = await f.register('B');
+    const stopA = await f.register('A');
+    const busyB = f.gate('busyB');
+    const b = await f.run('busy-b', ['other'], 'busyB');
+    await f.started.get('busyB')!.promise;
+    assert.equal(await f.worker(await f.run('first', K)), 'A');
+    busyB.resolve();
+    await untilDone(q, b);
+    await new Promise((r) => setImmediate(r)); // B's slot is free once its handler has returned
+    for (let i = 0; i < 3; i++) assert.equal(await f.worker(await f.run(`near-${i}`, nearK(i))), 'B');
+    await stopA();
+    await stopB();
+    await q.close();
+  });
+
+  it('uses the shared queue when the preferred worker already has `concurrency` jobs waiting', async () => {
+    const q = new InProcessJobQueue();
+    const f = fleet(q);
+    const { stopA, stopB } = await primeA(q, f);
+    const holdA = f.gate('holdA');
+    const held = await f.run('held', nearK(1), 'holdA');
+    await f.started.get('holdA')!.promise;
+    assert.equal(f.ranBy.get(held), 'A');
+    const waiting = await f.run('waits-for-a', nearK(2)); // A's personal queue: 0 waiting < 1
+    const overflow = await f.run('overflow', nearK(3)); // A has 1 waiting: shared, B takes it
+    assert.equal(await f.worker(overflow), 'B');
+    assert.equal((await q.getOperation(waiting))?.stage, 'QUEUED', 'still waiting for A');
+    const st = await q.stats();
+    assert.equal(st.platforms.reduce((n, p) => n + p.waiting, 0), 1, 'stats count personal jobs');
+    holdA.resolve();
+    assert.equal(await f.worker(held), 'A');
+    assert.equal(await f.worker(waiting), 'A');
+    await stopA();
+    await stopB();
+    await q.close();
+  });
+
+  it('hands the waiting jobs of a worker that stops to the others; cancel still works on them', async () => {
+    const q = new InProcessJobQueue();
+    const f = fleet(q);
+    const { stopA, stopB } = await primeA(q, f);
+    const holdA = f.gate('holdA');
+    const held = await f.run('held', nearK(1), 'holdA');
+    await f.started.get('holdA')!.promise;
+    const cancelled = await f.run('cancelled', nearK(2)); // waits on A's personal queue
+    assert.equal(await q.cancel(cancelled), true);
+    const moved = await f.run('moved', nearK(3)); // waits on A's personal queue
+    assert.equal((await q.getOperation(moved))?.stage, 'QUEUED');
+    const stopping = stopA(); // waits for A's running job, but hands its waiting ones over at once
+    assert.equal(await f.worker(moved), 'B');
+    assert.equal((await q.getOperation(cancelled))?.error?.code, Status.CANCELLED);
+    assert.equal(f.ranBy.has(cancelled), false);
+    holdA.resolve();
+    await stopping;
+    assert.equal(await f.worker(held), 'A');
+    // A is gone: jobs sharing K now go to B
+    assert.equal(await f.worker(await f.run('after', nearK(4))), 'B');
+    await stopB();
+    await q.close();
+  });
+});

@@ -1,0 +1,111 @@
+// Routing by locality in a fleet of real processes: redis-server, `reapi cas`, `reapi scheduler`
+// and two `reapi worker`s (concurrency 1, separate work dirs). Actions sharing an input tree run
+// on the worker that already fetched it, which then fetches nothing from the CAS (the
+// ResourceUsage in ExecutedActionMetadata.auxiliary_metadata says how many bytes it fetched).
+// Needs redis-server, bwrap and root (the workers' sandbox).
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { unpackAny } from '../../protos/index.ts';
+import { connectExec, execute, uploadAction, type ActionResult, type ExecClients, type TreeSpec } from '../support/execution.ts';
+import { startReapi, type ReapiProcess } from '../support/reapi-process.ts';
+import { startRedis, type TestRedis } from '../support/redis.ts';
+
+function onPath(cmd: string, args: string[]): boolean {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const skip = !onPath('redis-server', ['--version'])
+  ? 'redis-server is not installed'
+  : !onPath('bwrap', ['--version'])
+    ? 'bwrap is not installed'
+    : process.getuid?.() !== 0
+      ? 'the bwrap workers need root'
+      : false;
+
+/** Bytes the worker fetched from the CAS for this execution. */
+function fetchedBytes(r: ActionResult): number {
+  for (const any of r.execution_metadata?.auxiliary_metadata ?? []) {
+    if (any.type_url.endsWith('/reapi.v1.ResourceUsage')) return Number(unpackAny(any, 'ResourceUsage').input_fetched_bytes);
+  }
+  throw new Error('no ResourceUsage in the result');
+}
+
+describe('locality in a fleet (redis, cas, scheduler, 2 workers)', { skip }, () => {
+  let redis: TestRedis;
+  const dirs: string[] = [];
+  const procs: ReapiProcess[] = [];
+  let c: ExecClients;
+
+  before(async () => {
+    redis = await startRedis();
+    const tmp = async (prefix: string) => {
+      const d = await mkdtemp(join(tmpdir(), prefix));
+      dirs.push(d);
+      return d;
+    };
+    const cas = await startReapi(['cas', '--data-dir', await tmp('reapi-loc-cas-'), '--log-level', 'warn']);
+    procs.push(cas);
+    const casAddr = `127.0.0.1:${cas.grpcPort}`;
+    const scheduler = await startReapi(['scheduler', '--redis', redis.url, '--cas', casAddr, '--data-dir', await tmp('reapi-loc-sched-'), '--log-level', 'warn']);
+    procs.push(scheduler);
+    for (let i = 0; i < 2; i++) {
+      const workDir = await tmp(`reapi-loc-w${i}-`);
+      await chmod(workDir, 0o755); // the sandbox user must traverse it
+      procs.push(
+        await startReapi([
+          'worker', '--redis', redis.url, '--cas', casAddr,
+          '--data-dir', await tmp(`reapi-loc-w${i}-data-`), '--work-dir', workDir,
+          '--concurrency', '1', '--log-level', 'warn',
+        ]),
+      );
+    }
+    c = connectExec(`127.0.0.1:${scheduler.grpcPort}`, '');
+  });
+
+  after(async () => {
+    c?.close();
+    for (const p of procs.reverse()) await p.stop().catch(() => p.kill());
+    await redis?.stop();
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  });
+
+  const inputs: TreeSpec = { pkg: Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`f${i}`, randomBytes(128 * 1024)])) };
+  const bytes = 8 * 128 * 1024;
+
+  async function runIndexed(i: number): Promise<ActionResult> {
+    const action = await uploadAction(c, { argv: ['/bin/sh', '-c', `cat pkg/* | sha256sum; echo ${i}`], inputs });
+    const outcome = await execute(c, action.actionDigest, { deadlineMs: 60_000 });
+    assert.equal(outcome.response.status?.code ?? 0, 0, outcome.response.status?.message);
+    const r = outcome.response.result!;
+    assert.equal(r.exit_code, 0);
+    return r;
+  }
+
+  it('runs actions sharing an input tree on the worker that fetched it, which fetches nothing again', async () => {
+    const first = await runIndexed(0);
+    const owner = first.execution_metadata?.worker;
+    assert.ok(owner);
+    assert.ok(fetchedBytes(first) >= bytes, `the first run fetched the inputs (${fetchedBytes(first)} bytes)`);
+    for (let i = 1; i <= 6; i++) {
+      const r = await runIndexed(i);
+      assert.equal(r.execution_metadata?.worker, owner, `action ${i} ran where its inputs are`);
+      assert.equal(fetchedBytes(r), 0, `action ${i} fetched nothing`);
+    }
+  });
+
+  it('spreads a burst over both workers when the preferred one is saturated', async () => {
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => runIndexed(100 + i)));
+    const workers = new Set(results.map((r) => r.execution_metadata?.worker));
+    assert.equal(workers.size, 2, 'overflow went to the shared queue and the other worker');
+  });
+});
