@@ -4,8 +4,8 @@
 // holds a client-chosen UUID) outlives the stream, so a client whose connection broke can ask
 // QueryWriteStatus and continue from `committed_size`. Idle uploads are dropped after a while.
 import type * as grpc from '@grpc/grpc-js';
-import { aborted, invalidArgument, outOfRange, toServiceError } from '../../common/errors.ts';
-import { beginCall, METHOD_OVERRIDES, serverStream, unary, type MethodOverrides } from '../../common/grpc.ts';
+import { aborted, cancelled, invalidArgument, outOfRange, toServiceError } from '../../common/errors.ts';
+import { beginCall, limitReadAhead, METHOD_OVERRIDES, serverStream, unary, type MethodOverrides } from '../../common/grpc.ts';
 import { parseReadResource, parseWriteResource, type BlobResource } from '../../common/resource-name.ts';
 import { ZstdDecoder, ZstdEncoder } from '../../common/zstd.ts';
 import { root, serviceDefinitions, type ByteStreamHandlers, type MessageInput, type MessageOutput } from '../../protos/index.ts';
@@ -16,6 +16,8 @@ import type { StorageContext } from './storage-context.ts';
 /** Largest data chunk sent in one ReadResponse. */
 const READ_CHUNK = 1024 * 1024;
 const UPLOAD_IDLE_MS = 10 * 60 * 1000;
+/** WriteRequests grpc-js may hold ahead of the handler: enough to overlap, few enough to die young. */
+const WRITE_READ_AHEAD = 2;
 
 interface Upload {
   resource: BlobResource;
@@ -89,6 +91,7 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
     let upload: Upload | undefined;
     /** The stream ended cleanly before finish_write: keep the upload so the client can resume it. */
     let resumable = false;
+    limitReadAhead(call, WRITE_READ_AHEAD);
     try {
       for await (const req of call as AsyncIterable<WriteRequest>) {
         if (!upload) {
@@ -217,7 +220,10 @@ function isStreamEnd(err: unknown): boolean {
 // ---------------------------------------------------------------------------------------------
 // Read without copies: a blob store that can read into caller buffers (the disk store) fills
 // pooled buffers that already hold the ReadResponse encoding, so the serializer hands them to
-// grpc-js as they are, and grpc-js's own framing copy is the only one on the way out.
+// grpc-js as they are, and grpc-js's own framing copy is the only one on the way out. A buffer
+// goes back to the pool when serialized: grpc-js (1.14) copies the serializer's result into the
+// frame before returning from the write. Were that copy ever deferred, the reused buffers would
+// corrupt reads, which the integration tests' content checks of multi-megabyte reads would show.
 
 type ReadResponse = MessageInput<'ReadResponse'>;
 
@@ -252,7 +258,7 @@ async function sendFromReader(
     while (reader.remaining > 0) {
       if (free.length === 0 && allocated >= READ_BUFFERS) {
         // Every buffer waits in grpc-js's queue: wait until it has serialized one, or the call
-        // is over (a cancelled call serializes nothing more; send() then rejects).
+        // is over (a cancelled call serializes nothing more).
         if (!call.cancelled) {
           await new Promise<void>((resolve) => {
             const done = () => {
@@ -264,13 +270,17 @@ async function sendFromReader(
             call.once('cancelled', done);
           });
         }
-        if (free.length === 0) {
-          await send({ data: Buffer.alloc(0) }); // rejects: the call was cancelled
-          throw new Error('ByteStream.Read: a buffer was neither serialized nor cancelled'); // not reached
-        }
+        if (free.length === 0) throw cancelled('the client cancelled the call');
       }
-      const buf = free.pop() ?? (allocated++, Buffer.allocUnsafeSlow(HEADROOM + READ_CHUNK));
-      const n = await reader.read(buf, HEADROOM, Math.min(READ_CHUNK, reader.remaining));
+      const want = Math.min(READ_CHUNK, reader.remaining);
+      // Sized to what is left: a small blob (the usual case) gets a small buffer; only a last
+      // short chunk of a large one is smaller than READ_CHUNK, so pooled buffers always fit.
+      let buf = free.pop();
+      if (!buf || buf.length < HEADROOM + want) {
+        buf = Buffer.allocUnsafe(HEADROOM + want);
+        allocated++;
+      }
+      const n = await reader.read(buf, HEADROOM, want);
       const start = HEADROOM - headerLength(n);
       writeHeader(buf, start, n);
       const msg: PreEncodedResponse = {
