@@ -94,22 +94,18 @@ function executionServices(deps: Parameters<typeof executionService>[0]): Servic
   ] as ServiceList;
 }
 
-/** `reapi serve`: storage, scheduler and a local worker in one process. */
-export async function startServe(config: Config, logger: Logger, metrics = new Metrics()): Promise<RunningRole> {
-  const storage = await createStorage(config, metrics, logger);
-  const service = serviceContexts(metrics, logger);
-  const exec = config.execution.enabled;
-  if (!exec) {
-    const storageSvc = storageServices({ ...storage, config, service, execEnabled: false, clientWrites: config.actionCache.clientWrites ?? 'allow' });
-    const server = await startServer({ config, logger, metrics, services: storageSvc.services });
-    logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: false }, 'reapi serve listening');
-    return { ...server, close: async () => (await server.close(), storageSvc.close()) };
-  }
+/**
+ * The client-facing half shared by `reapi serve` and `reapi scheduler`: queue, verification, the
+ * storage services over `blobs`/`actionCache` with the execution write policy, and Execution.
+ */
+function frontDoor(config: Config, logger: Logger, metrics: Metrics, blobs: BlobStore, actionCache: ActionCache) {
   const queue = createQueue(config, logger);
   metrics.sources.queue = () => queue.stats();
-  const v = createVerification(config, logger, storage.blobs, storage.actionCache, queue);
+  const v = createVerification(config, logger, blobs, actionCache, queue);
+  const service = serviceContexts(metrics, logger);
   const storageSvc = storageServices({
-    ...storage,
+    blobs,
+    actionCache,
     config,
     service,
     execEnabled: true,
@@ -118,8 +114,31 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
     onServed: (...args) => v.auditor.served(...args),
     onQuarantinedWrite: (...args) => v.auditor.quarantinedWrite(...args),
   });
-  const services = [...storageSvc.services, ...executionServices({ ...storage, queue, config, service, policy: v.policy, auditor: v.auditor })];
-  const worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue, reports: v.reports, feedback: v.feedback }).catch(
+  const services = [...storageSvc.services, ...executionServices({ blobs, actionCache, queue, config, service, policy: v.policy, auditor: v.auditor })];
+  return {
+    queue,
+    verification: v,
+    services,
+    close: async () => {
+      await queue.close();
+      await v.close();
+      storageSvc.close();
+    },
+  };
+}
+
+/** `reapi serve`: storage, scheduler and a local worker in one process. */
+export async function startServe(config: Config, logger: Logger, metrics = new Metrics()): Promise<RunningRole> {
+  const storage = await createStorage(config, metrics, logger);
+  if (!config.execution.enabled) {
+    const storageSvc = storageServices({ ...storage, config, service: serviceContexts(metrics, logger), execEnabled: false, clientWrites: config.actionCache.clientWrites ?? 'allow' });
+    const server = await startServer({ config, logger, metrics, services: storageSvc.services });
+    logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: false }, 'reapi serve listening');
+    return { ...server, close: async () => (await server.close(), storageSvc.close()) };
+  }
+  const front = frontDoor(config, logger, metrics, storage.blobs, storage.actionCache);
+  const v = front.verification;
+  const worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue: front.queue, reports: v.reports, feedback: v.feedback }).catch(
     (err: unknown) => {
       throw new Error(
         `cannot start the sandboxed local worker: ${(err as Error).message}. ` +
@@ -127,7 +146,7 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
       );
     },
   );
-  const server = await startServer({ config, logger, metrics, services, routes: v.routes });
+  const server = await startServer({ config, logger, metrics, services: front.services, routes: v.routes });
   logger.info(
     { grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: true, verifyRate: config.verification.verifyRate, auditRate: config.verification.auditRate },
     'reapi serve listening',
@@ -137,9 +156,7 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
     close: async () => {
       await server.close();
       await worker.stop();
-      await queue.close();
-      await v.close();
-      storageSvc.close();
+      await front.close();
     },
   };
 }
@@ -153,30 +170,14 @@ export async function startCas(config: Config, logger: Logger): Promise<RunningR
 export async function startScheduler(config: Config, logger: Logger, metrics = new Metrics()): Promise<RunningRole> {
   if (!config.redis) throw new Error('reapi scheduler needs --redis URL (or REDIS_URL)');
   const { blobs, actionCache, clients } = remoteStorage(config, logger);
-  const queue = createQueue(config, logger);
-  metrics.sources.queue = () => queue.stats();
-  const v = createVerification(config, logger, blobs, actionCache, queue);
-  const service = serviceContexts(metrics, logger);
-  const storageSvc = storageServices({
-    blobs,
-    actionCache,
-    config,
-    service,
-    execEnabled: true,
-    clientWrites: config.actionCache.clientWrites ?? 'deny',
-    onServed: (...args) => v.auditor.served(...args),
-    onQuarantinedWrite: (...args) => v.auditor.quarantinedWrite(...args),
-  });
-  const services = [...storageSvc.services, ...executionServices({ blobs, actionCache, queue, config, service, policy: v.policy, auditor: v.auditor })];
-  const server = await startServer({ config, logger, metrics, services, routes: v.routes });
+  const front = frontDoor(config, logger, metrics, blobs, actionCache);
+  const server = await startServer({ config, logger, metrics, services: front.services, routes: front.verification.routes });
   logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, cas: config.cas }, 'reapi scheduler listening');
   return {
     ...server,
     close: async () => {
       await server.close();
-      await queue.close();
-      await v.close();
-      storageSvc.close();
+      await front.close();
       for (const c of clients) c.close();
     },
   };
