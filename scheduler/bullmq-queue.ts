@@ -309,6 +309,9 @@ function sharedOf(personalQueue: string): string {
 
 const PERSONAL_INFIX = '-w-';
 
+/** How old a QUEUED operation without a job must be before it is taken for orphaned. */
+const ORPHAN_GRACE_MS = 5_000;
+
 /** Personal Queue objects a scheduler keeps open (least recently used closed first). */
 const MAX_OPEN_PERSONAL_QUEUES = 256;
 
@@ -507,7 +510,12 @@ export class BullmqJobQueue implements JobQueue {
         routedTo ?? '',
         ...fields,
       );
-      if (r[0]) return { operationName: r[0], merged: true };
+      if (r[0]) {
+        await this.repairIfOrphaned(r[0]).catch((err: unknown) =>
+          this.log.warn({ err: errorMessage(err), operation: r[0] }, 'could not check the merged operation'),
+        );
+        return { operationName: r[0], merged: true };
+      }
       if (r[1] === 1) await this.cmd.publish(this.chPlatforms, queue);
       try {
         await this.addJob(target, uuid, name, job.priority);
@@ -549,11 +557,35 @@ export class BullmqJobQueue implements JobQueue {
       s?.delete(w);
       if (s && s.size === 0) this.watchers.delete(name);
     };
+    this.repairIfOrphaned(name).catch((err: unknown) =>
+      this.log.warn({ err: errorMessage(err), operation: name }, 'could not check the watched operation'),
+    );
     this.ensureSub().then(
       () => this.refresh(w),
       (err) => this.log.warn({ err: errorMessage(err), operation: name }, 'could not subscribe to operation events'),
     );
     return stop;
+  }
+
+  /**
+   * A scheduler that dies between creating an operation and adding its job leaves it QUEUED with
+   * no job anywhere; clients that merge into it or wait for it would wait forever. An operation
+   * found so (and older than a moment, so its own submitter is not racing us) gets its job again.
+   * Adding with the same job id in the same queue is a no-op when the job does exist after all.
+   */
+  private async repairIfOrphaned(name: string): Promise<void> {
+    const h = await this.cmd.hgetall(this.opKey(name));
+    if (!h.name || h.done !== '0' || h.stage !== 'QUEUED' || !h.queue || !h.jobId) return;
+    if (Date.now() - Number(h.queuedAt ?? 0) < ORPHAN_GRACE_MS) return;
+    if ((await this.queue(h.queue).getJobState(h.jobId)) !== 'unknown') return;
+    const job = JSON.parse(h.job ?? '{}') as Partial<JobSpec>;
+    this.log.warn({ operation: name, queue: h.queue }, 'operation was queued but its job was never added (its scheduler died); adding it again');
+    if (h.queue !== sharedOf(h.queue)) {
+      await this.moveToShared(h.queue, h.jobId, name, bullPriority(job.priority ?? 0));
+      return;
+    }
+    await this.addJob(h.queue, h.jobId, name, job.priority ?? 0);
+    await this.cmd.publish(this.chJobAdded, h.queue);
   }
 
   async cancel(name: string): Promise<boolean> {
@@ -875,7 +907,11 @@ export class BullmqJobQueue implements JobQueue {
         this.pollTimer = undefined;
         return;
       }
-      for (const set of this.watchers.values()) for (const w of set) this.refresh(w);
+      for (const [name, set] of this.watchers) {
+        for (const w of set) this.refresh(w);
+        // Someone waits for it: make sure it is not an orphan of a dead scheduler.
+        this.repairIfOrphaned(name).catch(() => {});
+      }
     }, this.watchPollMs);
     this.pollTimer.unref();
   }

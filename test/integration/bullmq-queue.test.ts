@@ -287,6 +287,37 @@ describe('BullmqJobQueue', () => {
     await stop();
   });
 
+  it('gives an operation orphaned by a scheduler that died before adding its job a job again', async () => {
+    const prefix = newPrefix();
+    const dying = queue(prefix);
+    const { operationName } = await dying.submit(spec('orphan'));
+    // Simulate the scheduler dying between creating the operation and adding its job: remove the
+    // job and age the operation past the grace period.
+    const { Redis } = await import('ioredis');
+    const r = new Redis(redis.url);
+    const h = await r.hgetall(`${prefix}:op:${operationName}`);
+    const { Queue } = await import('bullmq');
+    const conn = r.duplicate();
+    const bull = new Queue(h.queue!, { connection: conn, prefix: `${prefix}:bull` });
+    assert.equal(await bull.remove(h.jobId!), 1, 'the job existed and is removed');
+    await r.hset(`${prefix}:op:${operationName}`, 'queuedAt', String(Date.now() - 60_000));
+    await bull.close();
+    conn.disconnect();
+    await dying.close();
+
+    const fresh = queue(prefix);
+    const again = await fresh.submit(spec('orphan'));
+    assert.equal(again.operationName, operationName, 'a new submit merges into the orphan');
+    const stop = await fresh.work({ name: 'w', platform: LINUX, concurrency: 1 }, async (ctx) => {
+      await ctx.markExecuting('w');
+      return Buffer.from('rescued');
+    });
+    const final = await untilDone(fresh, operationName);
+    assert.equal(final.response?.toString(), 'rescued');
+    await stop();
+    r.disconnect();
+  });
+
   it('delivers the job of a SIGKILLed worker again, with attempt 1', async () => {
     const prefix = newPrefix();
     const q = queue(prefix);
