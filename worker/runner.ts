@@ -77,3 +77,17 @@ export interface Runner {
   readonly name: string;
   run(spec: RunSpec, signal: AbortSignal): Promise<RunOutcome>;
 }
+
+/** The outcome of a run that ended before (or without) the action's own exit. */
+export function failedRun(failure: RunFailure, startedAt: Date, exitCode = -1): RunOutcome {
+  return {
+    exitCode,
+    stdout: Buffer.alloc(0),
+    stderr: Buffer.alloc(0),
+    truncated: false,
+    failure,
+    startedAt,
+    completedAt: new Date(),
+    usage: { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 },
+  };
+}

@@ -20,7 +20,7 @@ import { lchown, lstat, opendir, readFile, readlink } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { isAbsolute, join, posix } from 'node:path';
 
-import type { RunFailure, RunOutcome, RunSpec, Runner, Variation } from '../runner.ts';
+import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../runner.ts';
 import { type CgroupManager, type CgroupMode, type RunCgroup, detectCgroups } from './cgroup.ts';
 import { CappedOutput } from './output-buffer.ts';
 import { EtcFiles, type SandboxUser, ensureSandboxUser } from './sandbox-user.ts';
@@ -260,16 +260,7 @@ export class BwrapRunner implements Runner {
 
   async run(spec: RunSpec, signal: AbortSignal): Promise<RunOutcome> {
     const startedAt = new Date();
-    const fail = (failure: RunFailure, exitCode = -1): RunOutcome => ({
-      exitCode,
-      stdout: Buffer.alloc(0),
-      stderr: Buffer.alloc(0),
-      truncated: false,
-      failure,
-      startedAt,
-      completedAt: new Date(),
-      usage: { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 },
-    });
+    const fail = (failure: RunFailure, exitCode = -1): RunOutcome => failedRun(failure, startedAt, exitCode);
     if (signal.aborted) return fail({ kind: 'cancelled', message: 'action cancelled before it started' });
 
     let p: Prepared;

@@ -32,7 +32,7 @@ import Docker from 'dockerode';
 
 import { failedPrecondition } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
-import type { RunFailure, RunOutcome, RunSpec, Runner, Variation } from '../runner.ts';
+import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../runner.ts';
 import {
   AttachDemux,
   CONTAINER_IMAGE,
@@ -529,16 +529,7 @@ export class DockerRunner {
 
   async run(imageValue: string, spec: RunSpec, signal: AbortSignal): Promise<RunOutcome> {
     const startedAt = new Date();
-    const fail = (failure: RunFailure, exitCode = -1): RunOutcome => ({
-      exitCode,
-      stdout: Buffer.alloc(0),
-      stderr: Buffer.alloc(0),
-      truncated: false,
-      failure,
-      startedAt,
-      completedAt: new Date(),
-      usage: { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 },
-    });
+    const fail = (failure: RunFailure, exitCode = -1): RunOutcome => failedRun(failure, startedAt, exitCode);
     if (signal.aborted) return fail({ kind: 'cancelled', message: 'action cancelled before it started' });
     const ref = parseImage(imageValue);
     if (!ref) throw failedPrecondition(`${CONTAINER_IMAGE}="${imageValue}" is not a Docker image reference (expected docker://NAME:TAG)`);
