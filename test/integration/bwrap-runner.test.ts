@@ -12,17 +12,9 @@ import { after, before, describe, test } from 'node:test';
 
 import type { RunOutcome, RunSpec } from '../../worker/runner.ts';
 import { BwrapRunner } from '../../worker/runners/bwrap-runner.ts';
+import { sandboxSkip } from '../support/sandbox.ts';
 
-function hasBwrap(): boolean {
-  try {
-    execFileSync('bwrap', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const skip = !hasBwrap() ? 'bwrap is not installed' : process.getuid?.() !== 0 ? 'needs root' : false;
+const skip = sandboxSkip;
 const cgroupRoot = `reapi-test-${process.pid}`;
 const noLimits = { memoryBytes: 0, maxProcesses: 0, maxFileBytes: 0 };
 

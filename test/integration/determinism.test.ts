@@ -9,7 +9,7 @@
 // Needs root and bwrap; disorderfs, libfaketime, an en_US.UTF-8 locale and rustc where noted.
 // Run: node --import tsx --test test/integration/determinism.test.ts
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -48,20 +48,12 @@ import {
   type TreeSpec,
 } from '../support/execution.ts';
 import { unary } from '../support/storage.ts';
+import { sandboxSkip } from '../support/sandbox.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const run = promisify(execFile);
 
-function hasBwrap(): boolean {
-  try {
-    execFileSync('bwrap', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const skip = !hasBwrap() ? 'bwrap is not installed' : process.getuid?.() !== 0 ? 'the bwrap worker needs root' : false;
+const skip = sandboxSkip;
 
 // ---------------------------------------------------------------------------
 // Fixtures

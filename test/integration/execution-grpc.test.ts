@@ -4,7 +4,7 @@
 // contained end to end. Needs root and bwrap (the worker's sandbox).
 // Run: node --import tsx --test test/integration/execution-grpc.test.ts
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
@@ -39,6 +39,7 @@ import {
   type ExecClients,
   type ExecuteOutcome,
 } from '../support/execution.ts';
+import { sandboxSkip } from '../support/sandbox.ts';
 
 const MiB = 1024 * 1024;
 const MAX_OUTPUT = 1 * MiB;
@@ -46,16 +47,7 @@ const MEMORY_LIMIT = 128 * MiB;
 const MAX_PROCESSES = 32;
 const MAX_TIMEOUT_S = 600;
 
-function hasBwrap(): boolean {
-  try {
-    execFileSync('bwrap', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const skip = !hasBwrap() ? 'bwrap is not installed' : process.getuid?.() !== 0 ? 'the bwrap worker needs root' : false;
+const skip = sandboxSkip;
 
 describe('Execution over gRPC (reapi serve)', { skip }, () => {
   let dataDir: string;
