@@ -1,21 +1,29 @@
-// The part every BlobWriter shares: refuse bytes past the declared size, hash as bytes arrive,
-// and check size and SHA-256 before the storage-specific publish step.
-import { createHash, type Hash } from 'node:crypto';
+// The part every BlobWriter shares: one state machine (open, committed, aborted), bytes past the
+// declared size refused, the size checked before the storage-specific publish step, and a failed
+// publish discarding the upload. CheckedBlobWriter adds the SHA-256 check for stores that keep
+// blobs themselves; a remote store leaves that to the node it uploads to.
+import { createHash } from 'node:crypto';
 import type { Digest } from '../common/digest.ts';
 import { invalidArgument, outOfRange } from '../common/errors.ts';
 import type { BlobWriter } from './blob-store.ts';
 
-export abstract class CheckedBlobWriter implements BlobWriter {
-  private readonly hash: Hash = createHash('sha256');
-  private state: 'open' | 'committed' | 'aborted' = 'open';
+export abstract class SizeCheckedBlobWriter implements BlobWriter {
+  protected state: 'open' | 'committed' | 'aborted' = 'open';
   written = 0;
   readonly alreadyExists: boolean = false;
 
   constructor(readonly digest: Digest) {}
 
+  /** Keep one accepted chunk (`written` already counts it). */
   protected abstract store(chunk: Buffer): Promise<void>;
+  /** Make the blob visible. */
   protected abstract publish(): Promise<void>;
-  protected abstract discard(): Promise<void>;
+  /** Drop what was stored; called once. */
+  protected abstract discard(): void | Promise<void>;
+  /** Sees each accepted chunk before it is stored (e.g. to hash it). */
+  protected observe(_chunk: Buffer): void {}
+  /** The last check before publishing; throw to refuse. */
+  protected async verify(): Promise<void> {}
 
   async append(chunk: Buffer): Promise<void> {
     if (this.state !== 'open') throw invalidArgument(`write of ${this.digest.hash} is already ${this.state}`);
@@ -25,7 +33,7 @@ export abstract class CheckedBlobWriter implements BlobWriter {
           `(${this.written + chunk.length} bytes sent)`,
       );
     }
-    this.hash.update(chunk);
+    this.observe(chunk);
     this.written += chunk.length;
     await this.store(chunk);
   }
@@ -38,12 +46,14 @@ export abstract class CheckedBlobWriter implements BlobWriter {
         `blob ${this.digest.hash}: declared size ${this.digest.size_bytes} but ${this.written} bytes were sent`,
       );
     }
-    const actual = this.hash.digest('hex');
-    if (actual !== this.digest.hash) {
+    await this.verify();
+    try {
+      await this.publish();
+    } catch (err) {
+      // A failed publish (storage full, a node that refused or vanished) leaves nothing to resume.
       await this.abort();
-      throw invalidArgument(`blob content hashes to ${actual}, not to the declared ${this.digest.hash}`);
+      throw err;
     }
-    await this.publish();
     this.state = 'committed';
   }
 
@@ -51,6 +61,23 @@ export abstract class CheckedBlobWriter implements BlobWriter {
     if (this.state !== 'open') return;
     this.state = 'aborted';
     await this.discard();
+  }
+}
+
+/** A writer that also hashes what it receives and refuses content that does not match the digest. */
+export abstract class CheckedBlobWriter extends SizeCheckedBlobWriter {
+  private readonly hash = createHash('sha256');
+
+  protected override observe(chunk: Buffer): void {
+    this.hash.update(chunk);
+  }
+
+  protected override async verify(): Promise<void> {
+    const actual = this.hash.digest('hex');
+    if (actual !== this.digest.hash) {
+      await this.abort();
+      throw invalidArgument(`blob content hashes to ${actual}, not to the declared ${this.digest.hash}`);
+    }
   }
 }
 

@@ -410,20 +410,16 @@ class DiskBlobWriter extends CheckedBlobWriter {
     this.position += bytes;
   }
 
+  // On failure the base class discards the temp file.
   protected async publish(): Promise<void> {
-    try {
-      if (this.file) {
-        if (this.bufferedBytes > 0) await this.flush(this.file);
-        await this.file.close();
-      } else {
-        await writeFile(this.tmpPath, this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered), { flag: 'wx' });
-      }
-      this.file = undefined;
-      await this.onCommit();
-    } catch (err) {
-      await this.discard();
-      throw err;
+    if (this.file) {
+      if (this.bufferedBytes > 0) await this.flush(this.file);
+      await this.file.close();
+    } else {
+      await writeFile(this.tmpPath, this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered), { flag: 'wx' });
     }
+    this.file = undefined;
+    await this.onCommit();
   }
 
   protected async discard(): Promise<void> {

@@ -22,11 +22,11 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type * as grpc from '@grpc/grpc-js';
 import { digestKey, isEmptyDigest, type Digest } from '../common/digest.ts';
-import { dataLoss, internal, invalidArgument, outOfRange, ReapiError, type Status } from '../common/errors.ts';
+import { dataLoss, internal, outOfRange, ReapiError, type Status } from '../common/errors.ts';
 import { readResourceName, writeResourceName } from '../common/resource-name.ts';
 import type { MessageInput, MessageOutput } from '../protos/index.ts';
 import type { BlobStore, BlobWriter } from './blob-store.ts';
-import { ExistingBlobWriter } from './checked-writer.ts';
+import { ExistingBlobWriter, SizeCheckedBlobWriter } from './checked-writer.ts';
 import { remoteError, startCall, unaryCall, type StorageClients } from './grpc-clients.ts';
 
 export interface RemoteBlobStoreOptions {
@@ -217,52 +217,10 @@ function streamReadCall(call: grpc.ClientReadableStream<ReadResponse>, expected:
   });
 }
 
-abstract class RemoteBlobWriter implements BlobWriter {
-  readonly alreadyExists = false;
-  written = 0;
-  protected state: 'open' | 'committed' | 'aborted' = 'open';
-
-  constructor(readonly digest: Digest, protected readonly store: RemoteBlobStore) {}
-
-  protected abstract accept(chunk: Buffer): Promise<void>;
-  protected abstract publish(): Promise<void>;
-  protected abstract discard(): void;
-
-  async append(chunk: Buffer): Promise<void> {
-    if (this.state !== 'open') throw invalidArgument(`write of ${this.digest.hash} is already ${this.state}`);
-    if (this.written + chunk.length > this.digest.size_bytes) {
-      throw outOfRange(
-        `write of ${this.digest.hash}/${this.digest.size_bytes} goes past the declared size ` +
-          `(${this.written + chunk.length} bytes sent)`,
-      );
-    }
-    this.written += chunk.length;
-    await this.accept(chunk);
-  }
-
-  async commit(): Promise<void> {
-    if (this.state === 'committed') return;
-    if (this.state === 'aborted') throw invalidArgument(`write of ${this.digest.hash} was aborted`);
-    if (this.written !== this.digest.size_bytes) {
-      throw invalidArgument(
-        `blob ${this.digest.hash}: declared size ${this.digest.size_bytes} but ${this.written} bytes were sent`,
-      );
-    }
-    try {
-      await this.publish();
-    } catch (err) {
-      // The node has dropped the upload (bad hash, ...) or it is unreachable: nothing to resume.
-      this.state = 'aborted';
-      this.discard();
-      throw err;
-    }
-    this.state = 'committed';
-  }
-
-  async abort(): Promise<void> {
-    if (this.state !== 'open') return;
-    this.state = 'aborted';
-    this.discard();
+/** Size checks here; the storage node checks the hash (hashing locally too would cost CPU for nothing). */
+abstract class RemoteBlobWriter extends SizeCheckedBlobWriter {
+  constructor(digest: Digest, protected readonly blobStore: RemoteBlobStore) {
+    super(digest);
   }
 }
 
@@ -270,14 +228,14 @@ abstract class RemoteBlobWriter implements BlobWriter {
 class BatchBlobWriter extends RemoteBlobWriter {
   private data: Buffer | undefined;
 
-  protected async accept(chunk: Buffer): Promise<void> {
+  protected async store(chunk: Buffer): Promise<void> {
     // Copy: the caller (e.g. gRPC) may reuse its buffer.
     this.data ??= Buffer.allocUnsafe(this.digest.size_bytes);
     chunk.copy(this.data, this.written - chunk.length);
   }
 
   protected async publish(): Promise<void> {
-    await this.store.batchUpdate(this.digest, this.data ?? Buffer.alloc(0));
+    await this.blobStore.batchUpdate(this.digest, this.data ?? Buffer.alloc(0));
     this.data = undefined;
   }
 
@@ -306,10 +264,10 @@ class StreamingBlobWriter extends RemoteBlobWriter {
 
   private open(): grpc.ClientWritableStream<WriteRequest> {
     if (this.call) return this.call;
-    this.resourceName = this.store.uploadName(this.digest);
+    this.resourceName = this.blobStore.uploadName(this.digest);
     let settle!: () => void;
     const answered = new Promise<void>((r) => (settle = r));
-    const call = this.store.openWrite((err, res) => {
+    const call = this.blobStore.openWrite((err, res) => {
       this.answer = err ? { ok: false, err } : { ok: true, res: res ?? { committed_size: 0 } };
       settle();
     });
@@ -318,11 +276,11 @@ class StreamingBlobWriter extends RemoteBlobWriter {
     return call;
   }
 
-  protected async accept(chunk: Buffer): Promise<void> {
+  protected async store(chunk: Buffer): Promise<void> {
     const size = this.digest.size_bytes;
     let at = 0;
     while (at < chunk.length) {
-      this.pending ??= Buffer.allocUnsafe(Math.min(this.store.chunkBytes, size - this.sent));
+      this.pending ??= Buffer.allocUnsafe(Math.min(this.blobStore.chunkBytes, size - this.sent));
       const n = chunk.copy(this.pending, this.fill, at);
       this.fill += n;
       at += n;
@@ -373,11 +331,11 @@ class StreamingBlobWriter extends RemoteBlobWriter {
     }
     await this.answered;
     const answer = this.answer;
-    if (!answer) throw internal(`write of ${digestKey(this.digest)}: no answer from storage node ${this.store.address}`);
+    if (!answer) throw internal(`write of ${digestKey(this.digest)}: no answer from storage node ${this.blobStore.address}`);
     if (!answer.ok) throw answer.err;
     if (answer.res.committed_size !== this.digest.size_bytes) {
       throw dataLoss(
-        `storage node ${this.store.address}: Write of ${digestKey(this.digest)} committed ` +
+        `storage node ${this.blobStore.address}: Write of ${digestKey(this.digest)} committed ` +
           `${answer.res.committed_size} bytes, not ${this.digest.size_bytes}`,
       );
     }
