@@ -90,6 +90,27 @@ export function unary<Req, Res>(
   };
 }
 
+/** A client-streaming handler: `fn` reads the call and resolves with the one response. */
+export function clientStream<Req, Res>(
+  ctx: ServiceContext,
+  method: string,
+  fn: (call: grpc.ServerReadableStream<Req, Res>) => Promise<Res>,
+): grpc.handleClientStreamingCall<Req, Res> {
+  return (call, callback) => {
+    const end = beginCall(ctx, method, call);
+    fn(call).then(
+      (res) => {
+        end(undefined);
+        callback(null, res);
+      },
+      (err: unknown) => {
+        end(err);
+        callback(toServiceError(err));
+      },
+    );
+  };
+}
+
 export const REQUEST_METADATA_KEY = 'build.bazel.remote.execution.v2.requestmetadata-bin';
 
 export interface RequestLabels {

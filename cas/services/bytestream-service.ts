@@ -4,8 +4,8 @@
 // holds a client-chosen UUID) outlives the stream, so a client whose connection broke can ask
 // QueryWriteStatus and continue from `committed_size`. Idle uploads are dropped after a while.
 import type * as grpc from '@grpc/grpc-js';
-import { aborted, cancelled, invalidArgument, outOfRange, toServiceError } from '../../common/errors.ts';
-import { beginCall, limitReadAhead, METHOD_OVERRIDES, serverStream, unary, type MethodOverrides } from '../../common/grpc.ts';
+import { aborted, cancelled, invalidArgument, outOfRange } from '../../common/errors.ts';
+import { clientStream, limitReadAhead, METHOD_OVERRIDES, serverStream, unary, type MethodOverrides } from '../../common/grpc.ts';
 import { parseReadResource, parseWriteResource, type BlobResource } from '../../common/resource-name.ts';
 import { ZstdDecoder, ZstdEncoder } from '../../common/zstd.ts';
 import { root, serviceDefinitions, type ByteStreamHandlers, type MessageInput, type MessageOutput } from '../../protos/index.ts';
@@ -177,19 +177,7 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
       ctx.metrics.casBlobOps.inc({ direction: 'read', result: 'ok' });
     }),
 
-    Write: (call, callback) => {
-      const end = beginCall(ctx, 'Write', call);
-      write(call).then(
-        (res) => {
-          end(undefined);
-          callback(null, res);
-        },
-        (err: unknown) => {
-          end(err);
-          callback(toServiceError(err));
-        },
-      );
-    },
+    Write: clientStream(ctx, 'Write', write),
 
     QueryWriteStatus: unary(ctx, 'QueryWriteStatus', async (req) => {
       const upload = uploads.get(req.resource_name);

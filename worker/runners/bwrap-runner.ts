@@ -16,11 +16,12 @@
 // forked the sandbox outside the cgroup (and outside its limits and cgroup.kill).
 
 import { spawn } from 'node:child_process';
-import { lchown, lstat, opendir, readFile, readlink } from 'node:fs/promises';
+import { lstat, readFile, readlink } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { isAbsolute, join, posix } from 'node:path';
 
 import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../runner.ts';
+import { chownDirs } from './exec-root-ownership.ts';
 import { type CgroupManager, type CgroupMode, type RunCgroup, detectCgroups } from './cgroup.ts';
 import { CappedOutput } from './output-buffer.ts';
 import { EtcFiles, type SandboxUser, ensureSandboxUser } from './sandbox-user.ts';
@@ -140,14 +141,6 @@ function formatMiB(bytes: number): string {
   return String(Number((bytes / 2 ** 20).toFixed(1)));
 }
 
-/** lchown every directory under (and including) `root`; files and symlinks are left alone. */
-async function chownDirs(root: string, uid: number, gid: number): Promise<void> {
-  await lchown(root, uid, gid);
-  const dir = await opendir(root);
-  const subdirs: string[] = [];
-  for await (const entry of dir) if (entry.isDirectory()) subdirs.push(join(root, entry.name));
-  await Promise.all(subdirs.map((d) => chownDirs(d, uid, gid)));
-}
 
 export class BwrapRunner implements Runner {
   readonly name = 'bwrap';

@@ -23,7 +23,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, existsSync } from 'node:fs';
-import { lchown, mkdir, open, opendir, readdir, realpath, rename, rm } from 'node:fs/promises';
+import { lchown, mkdir, open, readdir, realpath, rename, rm } from 'node:fs/promises';
 import { hostname as osHostname, tmpdir } from 'node:os';
 import { isAbsolute, join, posix } from 'node:path';
 import { promisify } from 'node:util';
@@ -33,6 +33,7 @@ import Docker from 'dockerode';
 import { failedPrecondition } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../runner.ts';
+import { chownDirs } from './exec-root-ownership.ts';
 import {
   AttachDemux,
   CONTAINER_IMAGE,
@@ -165,14 +166,6 @@ const sleep = (ms: number, unref = false) =>
     if (unref) t.unref();
   });
 
-/** lchown every directory under (and including) `root`; files and symlinks are left alone. */
-async function chownDirs(root: string, uid: number, gid: number): Promise<void> {
-  await lchown(root, uid, gid);
-  const dir = await opendir(root);
-  const subdirs: string[] = [];
-  for await (const entry of dir) if (entry.isDirectory()) subdirs.push(join(root, entry.name));
-  await Promise.all(subdirs.map((d) => chownDirs(d, uid, gid)));
-}
 
 /** Renames every entry of `from` into `to`; on failure puts back what it moved and rethrows. */
 async function moveEntries(from: string, to: string): Promise<void> {
