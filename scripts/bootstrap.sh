@@ -20,7 +20,7 @@ declare -A need=([bwrap]=bubblewrap [setpriv]=util-linux [prlimit]=util-linux)
 # Verification variations: a second locale, zone data, libfaketime and disorderfs (opt-in).
 need+=([localedef]=locales [disorderfs]=disorderfs [fusermount]=fuse3)
 if (( want_test )); then
-  need+=([bazel]=bazel-bootstrap [redis-server]=redis-server [zstd]=zstd [gcc]=gcc [g++]=g++ [rustc]=rustc)
+  need+=([bazel]=bazel-bootstrap [redis-server]=redis-server [zstd]=zstd [gcc]=gcc [g++]=g++)
   # promtool and prometheus: the observability test checks deploy/prometheus and scrapes reapi.
   need+=([promtool]=prometheus [prometheus]=prometheus)
   # Docker runner tests: a dockerd they start themselves (scripts/docker/start-dockerd.sh) and the
@@ -31,9 +31,18 @@ missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
-# The wrapper bind-mounted into containers must be a static busybox (Debian's `busybox` is not).
-if (( want_test )) && ! dpkg -s busybox-static >/dev/null 2>&1; then
-  missing+=(busybox-static)
+# Packages checked by name rather than by a command on PATH:
+# - the wrapper bind-mounted into containers must be a static busybox (Debian's `busybox` is not);
+# - Cargo build scripts and wasm macros are tested with Debian's own Rust (a rustup toolchain
+#   earlier on PATH does not count): rustc, cargo, the wasm32 std and its linker, and the crate
+#   sources under /usr/share/cargo/registry that the offline test crates depend on.
+if (( want_test )); then
+  for pkg in busybox-static rustc cargo libstd-rust-dev-wasm32 lld-14 pkg-config zlib1g-dev \
+    librust-syn-dev librust-quote-dev librust-proc-macro2-dev librust-libc-dev librust-autocfg-dev \
+    librust-num-traits-dev librust-typenum-dev librust-libz-sys-dev librust-serde-dev \
+    librust-crc32fast-dev librust-anyhow-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
 fi
 if (( ${#missing[@]} )); then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
