@@ -18,6 +18,9 @@ export interface CommonFlags {
   execution?: boolean;
   verifyRate?: string;
   auditRate?: string;
+  onMismatch?: 'warn' | 'fail';
+  varyClock?: boolean;
+  varyDirectoryOrder?: boolean;
   dockerHost?: string;
 }
 
@@ -59,7 +62,10 @@ export function addExecutionFlags(cmd: Command, opts: { storageNodes: boolean })
     .option('--docker-host <url>', 'Docker engine for container-image actions, unix:///path or tcp://host:port (default $DOCKER_HOST)');
   cmd
     .option('--verify-rate <r>', 'fraction of executed actions run twice before their result may be cached (0 to 1)', rate('--verify-rate'))
-    .option('--audit-rate <r>', 'fraction of served cache hits re-executed in the background and compared (0 to 1)', rate('--audit-rate'));
+    .option('--audit-rate <r>', 'fraction of served cache hits re-executed in the background and compared (0 to 1)', rate('--audit-rate'))
+    .addOption(new Option('--on-mismatch <what>', 'a nondeterministic action answers its first result with a warning, or fails').choices(['warn', 'fail']))
+    .option('--vary-clock', 'opt-in variation: run the second execution under libfaketime (a later wall clock)')
+    .option('--vary-directory-order', 'opt-in variation: serve the second execution its inputs through disorderfs (shuffled directory order)');
   if (opts.storageNodes) cmd.option('--cas <addresses>', 'storage nodes HOST:PORT[,HOST:PORT] (blobs sharded by digest)');
   return cmd;
 }
@@ -84,6 +90,9 @@ export function configFromFlags(flags: CommonFlags): Config {
     verification: {
       verifyRate: flags.verifyRate === undefined ? undefined : Number(flags.verifyRate),
       auditRate: flags.auditRate === undefined ? undefined : Number(flags.auditRate),
+      onMismatch: flags.onMismatch,
+      faketime: flags.varyClock,
+      directoryOrder: flags.varyDirectoryOrder,
     },
     worker: {
       workDir: flags.workDir,

@@ -5,6 +5,7 @@
 // call's gRPC status with `grpc-status-details-bin`, or ExecuteResponse.status).
 import * as grpc from '@grpc/grpc-js';
 import { digestOf, type Digest } from '../common/digest.ts';
+import { REQUEST_METADATA_KEY } from '../common/grpc.ts';
 import { readResourceName } from '../common/resource-name.ts';
 import {
   decode,
@@ -248,10 +249,15 @@ export async function uploadMissing(c: ExecClients, blobs: Blobs): Promise<{ upl
   return { uploaded: missing.length, present: digests.length - missing.length };
 }
 
-/** The ActionCache entry of `actionDigest`, or undefined when there is none (NOT_FOUND). */
-export async function lookupActionResult(c: ExecClients, actionDigest: Digest): Promise<ActionResult | undefined> {
+/**
+ * The ActionCache entry of `actionDigest`, or undefined when there is none (NOT_FOUND). `inline`
+ * asks for stdout and stderr inline (saves two reads when they are printed right away).
+ */
+export async function lookupActionResult(c: ExecClients, actionDigest: Digest, opts: { inline?: boolean } = {}): Promise<ActionResult | undefined> {
+  const req: MessageInput<'GetActionResultRequest'> = { instance_name: c.instance, action_digest: actionDigest };
+  if (opts.inline) Object.assign(req, { inline_stdout: true, inline_stderr: true });
   try {
-    return await unary(c.actionCache, c.actionCache.GetActionResult, { instance_name: c.instance, action_digest: actionDigest, inline_stdout: true, inline_stderr: true });
+    return await unary(c.actionCache, c.actionCache.GetActionResult, req);
   } catch (err) {
     if (isServiceError(err) && err.code === grpc.status.NOT_FOUND) return undefined;
     throw err;
@@ -267,6 +273,15 @@ export interface ExecuteOptions {
   /** Called with each Operation as it arrives (e.g. to start WaitExecution on its name). */
   onOperation?: (op: Operation) => void;
   deadlineMs?: number;
+  /** Sent as the REAPI RequestMetadata header: names the target and mnemonic in logs and reports. */
+  requestMetadata?: MessageInput<'RequestMetadata'>;
+}
+
+/** The call metadata carrying a REAPI RequestMetadata. */
+export function requestMetadataHeader(md: MessageInput<'RequestMetadata'>): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  metadata.set(REQUEST_METADATA_KEY, encode('RequestMetadata', md));
+  return metadata;
 }
 
 export interface ExecuteOutcome {
@@ -309,7 +324,8 @@ export function execute(c: ExecClients, actionDigest: Digest, opts: ExecuteOptio
   const req: MessageInput<'ExecuteRequest'> = { instance_name: c.instance, action_digest: actionDigest };
   if (opts.skipCacheLookup) req.skip_cache_lookup = true;
   if (opts.priority !== undefined) req.execution_policy = { priority: opts.priority };
-  return followStream(c.execution.Execute(req, deadline(opts)), opts);
+  const metadata = opts.requestMetadata ? requestMetadataHeader(opts.requestMetadata) : new grpc.Metadata();
+  return followStream(c.execution.Execute(req, metadata, deadline(opts)), opts);
 }
 
 export function waitExecution(c: ExecClients, name: string, opts: ExecuteOptions = {}): Promise<ExecuteOutcome> {
@@ -425,12 +441,5 @@ export async function outputTree(
   return out;
 }
 
-/** The ActionCache entry of an action, or undefined (NOT_FOUND). */
-export async function cachedResult(c: ExecClients, actionDigest: Digest): Promise<ActionResult | undefined> {
-  try {
-    return await unary(c.actionCache, c.actionCache.GetActionResult, { instance_name: c.instance, action_digest: actionDigest });
-  } catch (err) {
-    if (isServiceError(err) && err.code === grpc.status.NOT_FOUND) return undefined;
-    throw err;
-  }
-}
+/** The ActionCache entry of an action, undefined when there is none (what tests call it). */
+export const cachedResult = lookupActionResult;

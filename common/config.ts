@@ -131,6 +131,12 @@ export const configSchema = z
         faketime: z.boolean().default(false),
         /** Opt-in: serve the second run's exec root through disorderfs (shuffled directory order). */
         directoryOrder: z.boolean().default(false),
+        /**
+         * Run the second execution on another worker when one is free (different host, kernel
+         * state and caches); otherwise, or when it has not started within this many ms, here.
+         * 0 = always here.
+         */
+        otherWorkerStartMs: z.number().int().min(0).default(2000),
       })
       .prefault({}),
     /** Redis URL: BullMQ queue and operation state (a fleet). Unset: in-process queue. */

@@ -36,7 +36,7 @@
 //                                    the LOCALITY_WORKERS_PER_KEY most recent, PX localityTtlMs
 //   <p>:sweep                 string held (PX heartbeatMs) by the instance sweeping dead workers
 //   <p>:workers               zset   worker name -> last heartbeat (ms); an index, pruned lazily
-//   <p>:worker:<name>         string registration (JSON {platform, concurrency, draining?}), PX
+//   <p>:worker:<name>         string registration (JSON {platform, concurrency, active, draining?}), PX
 //                                    workerTtlMs: a worker counts as live while this key exists;
 //                                    `draining` (stopping): never routed to
 //   <p>:bull:<queue>:...      BullMQ's own keys
@@ -65,6 +65,7 @@ import type {
   PlatformProperties,
   QueueStats,
   Stage,
+  SubmitOptions,
   SubmitResult,
   WorkerRegistration,
 } from './job-queue.ts';
@@ -318,11 +319,11 @@ const MAX_OPEN_PERSONAL_QUEUES = 256;
 /** Locality candidates looked up per submit (best first); only the best live one is used. */
 const LOCALITY_CANDIDATES = 8;
 
-function parseRegistration(r: string | null | undefined): { platform: PlatformProperties; concurrency: number; draining: boolean } | undefined {
+function parseRegistration(r: string | null | undefined): { platform: PlatformProperties; concurrency: number; active: number; draining: boolean } | undefined {
   if (!r) return undefined;
   try {
-    const reg = JSON.parse(r) as { platform: PlatformProperties; concurrency?: number; draining?: boolean };
-    return { platform: reg.platform, concurrency: reg.concurrency ?? 1, draining: reg.draining === true };
+    const reg = JSON.parse(r) as { platform: PlatformProperties; concurrency?: number; active?: number; draining?: boolean };
+    return { platform: reg.platform, concurrency: reg.concurrency ?? 1, active: reg.active ?? 0, draining: reg.draining === true };
   } catch {
     return undefined;
   }
@@ -458,7 +459,7 @@ export class BullmqJobQueue implements JobQueue {
 
   // --- JobQueue ---
 
-  async submit(job: JobSpec): Promise<SubmitResult> {
+  async submit(job: JobSpec, opts: SubmitOptions = {}): Promise<SubmitResult> {
     this.assertOpen();
     const uuid = randomUUID();
     const name = `operations/${uuid}`;
@@ -470,10 +471,12 @@ export class BullmqJobQueue implements JobQueue {
           .digest('hex');
     // Routing is decided before the operation exists: once it is mergeable, only the add to
     // BullMQ stands between it and a worker (a scheduler dying in between strands it).
-    let routedTo: string | undefined;
-    if (this.locality && job.localityKeys?.length) {
+    let routedTo = opts.worker;
+    let reserved = false;
+    if (routedTo === undefined && this.locality && job.localityKeys?.length) {
       try {
         routedTo = await this.route(job, queue);
+        reserved = routedTo !== undefined;
       } catch (err) {
         this.log.warn({ err: errorMessage(err), operation: name }, 'locality lookup failed; using the shared queue');
       }
@@ -524,7 +527,7 @@ export class BullmqJobQueue implements JobQueue {
         throw err;
       }
     } finally {
-      if (routedTo) this.release(target);
+      if (reserved) this.release(target);
     }
     this.ensureSweeper();
     await this.cmd.publish(this.chJobAdded, target);
@@ -635,6 +638,23 @@ export class BullmqJobQueue implements JobQueue {
       p.active += c.active ?? 0;
     }
     return { platforms, workers: await this.liveWorkers() };
+  }
+
+  async freeWorkers(platform: PlatformProperties, exclude: string): Promise<string[]> {
+    this.assertOpen();
+    const queue = this.queueName(platform);
+    const names = (await this.cmd.zrange(this.workersKey, 0, -1)).filter((n) => n !== exclude);
+    const regs = names.length ? await this.cmd.mget(names.map((n) => this.workerKey(n))) : [];
+    const free: Array<{ name: string; free: number }> = [];
+    for (const [i, r] of regs.entries()) {
+      const reg = parseRegistration(r);
+      const name = names[i] ?? '';
+      if (!reg || reg.draining || !satisfies(reg.platform, platform) || reg.active >= reg.concurrency) continue;
+      const counts = await this.queue(this.personalQueueName(queue, name)).getJobCounts('waiting', 'prioritized', 'delayed');
+      const waiting = (counts.waiting ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0);
+      if (reg.active + waiting < reg.concurrency) free.push({ name, free: reg.concurrency - reg.active - waiting });
+    }
+    return free.sort((a, b) => b.free - a.free).map((w) => w.name);
   }
 
   /** Registered workers whose registration has not expired. */
@@ -1079,10 +1099,23 @@ export class BullmqJobQueue implements JobQueue {
     const m = this.cmd
       .multi()
       .zadd(this.workersKey, now, s.reg.name)
-      .set(this.workerKey(s.reg.name), JSON.stringify({ platform: s.reg.platform, concurrency: s.reg.concurrency }), 'PX', this.workerTtlMs);
+      .set(this.workerKey(s.reg.name), this.registration(s), 'PX', this.workerTtlMs);
     // the sweep's list of personal queues (a sweep may have dropped them while we were away)
     for (const c of s.consumers.values()) if (c.personal) m.hset(this.personalKey, c.queue, s.reg.name);
     await m.exec();
+  }
+
+  /** A worker's registration record: what it offers, and how busy it is (for freeWorkers). */
+  private registration(s: Session): string {
+    return JSON.stringify({ platform: s.reg.platform, concurrency: s.reg.concurrency, active: s.active });
+  }
+
+  /** Publish a worker's load when a job starts or ends, between heartbeats (best effort). */
+  private publishLoad(s: Session): void {
+    if (s.stopping) return;
+    this.cmd
+      .set(this.workerKey(s.reg.name), this.registration(s), 'PX', this.workerTtlMs, 'XX')
+      .catch((err: unknown) => this.log.debug({ err: errorMessage(err), worker: s.reg.name }, 'could not publish worker load'));
   }
 
   /** Consume every known platform queue this worker satisfies (and its personal queue there). */
@@ -1211,6 +1244,7 @@ export class BullmqJobQueue implements JobQueue {
   /** Run a taken job in the background, renewing its lock until it is finished. */
   private startJob(s: Session, c: Consumer, job: Job, token: string): void {
     s.active++;
+    this.publishLoad(s);
     const renew = setInterval(
       () => {
         if (s.forced) return;
@@ -1225,6 +1259,7 @@ export class BullmqJobQueue implements JobQueue {
       .finally(() => {
         clearInterval(renew);
         s.active--;
+        this.publishLoad(s);
         s.inflight.delete(p);
         this.poke(s);
       });

@@ -19,6 +19,7 @@ import type {
   OperationState,
   PlatformProperties,
   QueueStats,
+  SubmitOptions,
   SubmitResult,
   WorkerRegistration,
 } from './job-queue.ts';
@@ -178,7 +179,7 @@ export class InProcessJobQueue implements JobQueue {
     this.log = opts.logger ?? silentLogger;
   }
 
-  async submit(job: JobSpec): Promise<SubmitResult> {
+  async submit(job: JobSpec, opts: SubmitOptions = {}): Promise<SubmitResult> {
     if (this.closed) throw new Error('job queue is closed');
     this.sweep();
     const mergeKey = job.doNotCache ? undefined : mergeKeyOf(job);
@@ -198,7 +199,8 @@ export class InProcessJobQueue implements JobQueue {
     };
     this.ops.set(name, rec);
     if (mergeKey !== undefined) this.merge.set(mergeKey, name);
-    this.enqueue(rec, this.route(job));
+    const chosen = opts.worker === undefined ? undefined : this.workers.get(opts.worker);
+    this.enqueue(rec, chosen && !chosen.stopped ? chosen : this.route(job));
     this.dispatch();
     return { operationName: name, merged: false };
   }
@@ -253,6 +255,15 @@ export class InProcessJobQueue implements JobQueue {
       platforms: [...platforms.values()],
       workers: [...this.workers.values()].filter((w) => !w.stopped).map((w) => ({ name: w.reg.name, platform: w.reg.platform, concurrency: w.reg.concurrency })),
     };
+  }
+
+  async freeWorkers(platform: PlatformProperties, exclude: string): Promise<string[]> {
+    return [...this.workers.values()]
+      .filter((w) => !w.stopped && w.reg.name !== exclude && satisfies(w.reg.platform, platform))
+      .map((w) => ({ name: w.reg.name, free: w.reg.concurrency - w.running - w.personal.live().length }))
+      .filter((w) => w.free > 0)
+      .sort((a, b) => b.free - a.free)
+      .map((w) => w.name);
   }
 
   async unsatisfiable(platform: PlatformProperties): Promise<string[]> {

@@ -32,6 +32,19 @@ export interface JobSpec {
    * client write, promoted into the cache when the execution agrees.
    */
   audit?: { entry: Digest; reason: 'served' | 'client-write' };
+  /**
+   * This job is the second run of a verification that `firstWorker` started: run it once under
+   * the verification variations and answer the result (never cached; the job is doNotCache).
+   */
+  verificationRun?: { firstWorker: string };
+}
+
+export interface SubmitOptions {
+  /**
+   * Put the job on this worker's personal queue instead of routing it (e.g. a verification's
+   * second run on another worker). A worker that is gone by then leaves it to the shared queue.
+   */
+  worker?: string;
 }
 
 export type Stage = 'QUEUED' | 'EXECUTING' | 'COMPLETED';
@@ -94,7 +107,7 @@ export interface QueueStats {
 
 export interface JobQueue {
   /** Enqueue, or join an identical in-flight action (same instance, action digest and platform; never when doNotCache). */
-  submit(job: JobSpec): Promise<SubmitResult>;
+  submit(job: JobSpec, opts?: SubmitOptions): Promise<SubmitResult>;
   getOperation(name: string): Promise<OperationState | undefined>;
   /**
    * Call `onUpdate` with the current state now and on every change until done; returns a function
@@ -108,6 +121,11 @@ export interface JobQueue {
    * worker can run it). Used to fail fast instead of queueing forever.
    */
   unsatisfiable(platform: PlatformProperties): Promise<string[]>;
+  /**
+   * Live workers other than `exclude` that satisfy `platform` and, as last seen, have a free slot
+   * and nothing waiting on their personal queue; most free slots first.
+   */
+  freeWorkers(platform: PlatformProperties, exclude: string): Promise<string[]>;
   /** Jobs waiting and running per platform, and the live workers. */
   stats(): Promise<QueueStats>;
   /** Start taking jobs as a worker; resolves once registered. Stop with the returned function. */

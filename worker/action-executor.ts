@@ -21,7 +21,7 @@ import { platformLabel, type Metrics } from '../common/metrics.ts';
 import { encode, packAny, type MessageInput } from '../protos/index.ts';
 import { loadAction, type Command, type LoadedAction } from '../scheduler/action-loader.ts';
 import type { FeedbackStore } from '../scheduler/feedback.ts';
-import type { JobContext, JobHandler, PlatformProperties } from '../scheduler/job-queue.ts';
+import type { JobContext, JobHandler, JobQueue, PlatformProperties } from '../scheduler/job-queue.ts';
 import { satisfies } from '../scheduler/platform.ts';
 import type { ReportStore } from '../scheduler/report-store.ts';
 import type { LocalContentCache } from './content-cache.ts';
@@ -31,6 +31,7 @@ import { collectOutputs, uploadStdStreams } from './output-collector.ts';
 import type { ResourceLimits, RunOutcome, Runner } from './runner.ts';
 import { verificationVariation, type PlannedVariation, type VariationSupport } from './variations.ts';
 import { Verifier } from './verifier.ts';
+import { encodeSecondRun, secondRunElsewhere, type SecondRun } from './second-run-elsewhere.ts';
 
 export interface ActionExecutorDeps {
   workerName: string;
@@ -49,6 +50,8 @@ export interface ActionExecutorDeps {
   reports: ReportStore;
   feedback: FeedbackStore;
   variationSupport: VariationSupport;
+  /** The queue this worker takes jobs from: a verification's second run may go to another worker. */
+  queue?: JobQueue;
 }
 
 /** Status codes that describe the action or its inputs, answered to the client rather than retried. */
@@ -192,6 +195,22 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
     }
   }
 
+  /** A verification's second run here, under `planned` variations. */
+  async function runHere(ctx: JobContext, loaded: LoadedAction, planned: PlannedVariation): Promise<SecondRun> {
+    const run = await runOnce(ctx, loaded, planned);
+    return { result: run.result, verdict: run.verdict, described: planned.described };
+  }
+
+  /** A verification's second run on another free worker; undefined: none took it, run it here. */
+  async function handToAnotherWorker(ctx: JobContext, log: Logger): Promise<SecondRun | undefined> {
+    if (!deps.queue) return undefined;
+    const opts = { queue: deps.queue, workerName: deps.workerName, startMs: config.verification.otherWorkerStartMs, signal: ctx.signal, log };
+    return secondRunElsewhere(ctx.job, opts).catch((err: unknown) => {
+      log.warn({ err }, 'could not hand the second run to another worker; running it here');
+      return undefined;
+    });
+  }
+
   return async (ctx: JobContext): Promise<Buffer> => {
     const { job } = ctx;
     const log = deps.logger.child({ operation: ctx.operationName, action: digestKey(job.actionDigest), ...job.requestMetadata });
@@ -200,6 +219,14 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
     try {
       const loaded = await loadAction(blobs, job.actionDigest, config.execution);
       const secondRun = () => verificationVariation(environment(loaded.command), config.verification, deps.variationSupport);
+
+      if (job.verificationRun) {
+        // The second run of a verification another worker started: it compares and caches.
+        const planned = secondRun();
+        const run = await runOnce(ctx, loaded, planned);
+        log.info({ firstWorker: job.verificationRun.firstWorker, outcome: run.verdict.label }, 'ran the second run of a verification');
+        return encodeSecondRun(run.result, { label: run.verdict.label, described: planned.described });
+      }
 
       if (job.audit) {
         // Audits vary the environment too: an entry must hold up under any correct execution.
@@ -214,8 +241,7 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
       let warning = first.verdict.message;
       let status = first.verdict.status;
       if (job.verify && first.cacheable) {
-        const planned = secondRun();
-        const second = await runOnce(ctx, loaded, planned);
+        const second = (await handToAnotherWorker(ctx, log)) ?? (await runHere(ctx, loaded, secondRun()));
         if (second.verdict.label !== 'success' && second.verdict.label !== 'nonzero-exit') {
           // Cancelled, or ended by a limit (timeout, memory, ...): its outputs are incomplete and
           // say nothing about determinism. Not compared, not reported, and not cached unverified.
@@ -225,11 +251,11 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
             status = Status.CANCELLED;
             warning = second.verdict.message;
           } else {
-            warning = `reapi: verification inconclusive, result not cached: the second run (${planned.described.join(', ')}) ended early: ${second.verdict.message}`;
+            warning = `reapi: verification inconclusive, result not cached: the second run (${second.described.join(', ')}) ended early: ${second.verdict.message}`;
           }
           log.warn({ outcome: second.verdict.label }, 'verification run did not finish; result not cached');
         } else {
-          const check = await verifier.compare(job, first, second, planned, log);
+          const check = await verifier.compare(job, first, second, second.described, log);
           if (check.agreed) {
             verified = true;
           } else {

@@ -14,7 +14,6 @@ import type { FeedbackStore } from '../scheduler/feedback.ts';
 import type { JobSpec } from '../scheduler/job-queue.ts';
 import type { Report, ReportStore } from '../scheduler/report-store.ts';
 import { compareResults, type Difference } from './result-comparison.ts';
-import type { PlannedVariation } from './variations.ts';
 
 interface VerifierDeps {
   workerName: string;
@@ -39,7 +38,7 @@ export class Verifier {
   constructor(private readonly deps: VerifierDeps) {}
 
   /** Compare the two runs of a verified action; on disagreement, count and report it. */
-  async compare(job: JobSpec, first: RunLike, second: RunLike, variation: PlannedVariation, log: Logger): Promise<{ agreed: boolean; message: string }> {
+  async compare(job: JobSpec, first: RunLike, second: RunLike, varied: string[], log: Logger): Promise<{ agreed: boolean; message: string }> {
     const { metrics, feedback } = this.deps;
     const mnemonic = job.requestMetadata?.mnemonic ?? '';
     const diffs = await compareResults(this.deps.blobs, first.result, second.result);
@@ -50,14 +49,14 @@ export class Verifier {
     }
     metrics.verifications.inc({ result: 'differed' });
     metrics.nondeterministicActions.inc({ mnemonic });
-    const report = await this.report('nondeterministic', job, [first.result, second.result], diffs, variation.described);
+    const report = await this.report('nondeterministic', job, [first.result, second.result], diffs, varied);
     const target = job.requestMetadata?.target ?? '(unknown target)';
     log.warn({ target, mnemonic, report: report.id, differences: diffs.slice(0, 5) }, `nondeterministic action ${target}: not cached`);
     return {
       agreed: false,
       message:
         `reapi: nondeterministic action, result not cached: two runs disagreed (${summary(diffs)}); ` +
-        `the second run varied ${variation.described.join(', ')}; report ${report.id}`,
+        `the second run varied ${varied.join(', ')}; report ${report.id}`,
     };
   }
 

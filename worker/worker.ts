@@ -86,6 +86,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     reports: deps.reports,
     feedback: deps.feedback,
     variationSupport,
+    queue: deps.queue,
   });
   const stopWork = await deps.queue.work({ name, platform, concurrency }, handler);
   logger.info({ worker: name, workDir, concurrency, platform, runner: runner.name, docker: docker !== undefined }, 'worker taking jobs');

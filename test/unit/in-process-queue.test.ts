@@ -334,6 +334,30 @@ describe('InProcessJobQueue locality', () => {
     await q.close();
   });
 
+  it('lists free workers other than the excluded one, and submits to a named worker', async () => {
+    const q = new InProcessJobQueue();
+    const f = fleet(q);
+    const stopB = await f.register('B');
+    const stopA = await f.register('A');
+    assert.deepEqual((await q.freeWorkers(LINUX, 'A')).sort(), ['B']);
+    assert.deepEqual((await q.freeWorkers({ ...LINUX, gpu: '1' }, 'A')).sort(), [], 'only workers satisfying the platform');
+    // A busy: not free; a job named for B runs on B even though it shares no keys with it
+    const holdA = f.gate('holdA');
+    const held = await f.run('held', ['a-only'], 'holdA');
+    await f.started.get('holdA')!.promise;
+    const onA = f.ranBy.get(held);
+    const other = onA === 'A' ? 'B' : 'A';
+    assert.deepEqual(await q.freeWorkers(LINUX, other), [], `${onA} is busy`);
+    assert.deepEqual(await q.freeWorkers(LINUX, onA!), [other]);
+    const { operationName } = await q.submit(spec('named', {}), { worker: other });
+    assert.equal(await f.worker(operationName), other);
+    holdA.resolve();
+    await untilDone(q, held);
+    await stopA();
+    await stopB();
+    await q.close();
+  });
+
   it('hands the waiting jobs of a worker that stops to the others; cancel still works on them', async () => {
     const q = new InProcessJobQueue();
     const f = fleet(q);
