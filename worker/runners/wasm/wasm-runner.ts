@@ -1,0 +1,218 @@
+// WasmRunner: runs proc-macro expansions in-process, in a pool of worker threads, for actions
+// whose platform has `runtime=wasm-macro`. No process is ever spawned. The Command is
+//
+//   reapi-wasm-macro --module M.wasm --entry NAME --input IN.rs [--attr ATTR.rs] --output OUT.rs
+//
+// with paths relative to the working directory inside the exec root (the worker materialised
+// them there). The module is checked (imports, one non-shared memory, exports and signatures)
+// and its memory capped before it runs; each expansion gets a fresh instance.
+//
+// How runs end: expansion written to OUT.rs and exit 0; the macro panicked (trap) -> exit 101
+// with "the macro panicked: ..." on stderr; a rejected module, bad output or bad usage -> exit 1
+// or 2 with the reason on stderr. None of those non-zero exits is ever cached. A timeout or the
+// memory cap -> a RunFailure (never cached, the client gets the explanation). The worker keeps
+// serving after any of them.
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, realpath, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { failedRun, type RunOutcome, type RunSpec, type Runner } from '../../runner.ts';
+import { checkEntry, checkModule, WasmModuleError, type CheckedModule } from './module-check.ts';
+import { WasmPool } from './pool.ts';
+import type { ExpansionResult } from './protocol.ts';
+
+/** argv[0] of a wasm-macro Command. */
+export const WASM_MACRO_PROGRAM = 'reapi-wasm-macro';
+
+export interface WasmRunnerOptions {
+  /** Parallel expansions (threads). Default: the CPU count. */
+  threads?: number;
+  /** Cap on a module's linear memory. Default 256 MiB; lowered further by the action's memory limit. */
+  maxMemoryBytes?: number;
+  /** V8 stack per thread, MiB (fixed, so recursion limits do not vary). Default 8. */
+  stackSizeMb?: number;
+}
+
+export const DEFAULT_WASM_MEMORY_BYTES = 256 * 1024 * 1024;
+const MAX_CACHED_MODULES = 32;
+/** Exit code of a macro that panicked (as a Rust process that panics exits with 101). */
+export const PANIC_EXIT_CODE = 101;
+
+interface MacroArgs {
+  module: string;
+  entry: string;
+  input: string;
+  attr?: string;
+  output: string;
+}
+
+class UsageError extends Error {}
+
+export function parseMacroArgv(argv: readonly string[]): MacroArgs {
+  if (argv[0] !== WASM_MACRO_PROGRAM) throw new UsageError(`a runtime=wasm-macro action runs "${WASM_MACRO_PROGRAM}", not "${argv[0] ?? ''}"`);
+  const flags = new Map<string, string>();
+  for (let i = 1; i < argv.length; i += 2) {
+    const flag = argv[i]!;
+    const value = argv[i + 1];
+    if (!['--module', '--entry', '--input', '--attr', '--output'].includes(flag)) throw new UsageError(`unknown argument "${flag}"`);
+    if (value === undefined) throw new UsageError(`${flag} needs a value`);
+    if (flags.has(flag)) throw new UsageError(`${flag} given twice`);
+    flags.set(flag, value);
+  }
+  const need = (f: string) => {
+    const v = flags.get(f);
+    if (!v) throw new UsageError(`${f} is required (usage: ${WASM_MACRO_PROGRAM} --module M.wasm --entry NAME --input IN.rs [--attr ATTR.rs] --output OUT.rs)`);
+    return v;
+  };
+  const args: MacroArgs = { module: need('--module'), entry: need('--entry'), input: need('--input'), output: need('--output') };
+  const attr = flags.get('--attr');
+  if (attr !== undefined) args.attr = attr;
+  return args;
+}
+
+export class WasmRunner implements Runner {
+  readonly name = 'wasm';
+  readonly pool: WasmPool;
+  private readonly maxMemoryBytes: number;
+  private readonly modules = new Map<string, CheckedModule | WasmModuleError>();
+
+  constructor(opts: WasmRunnerOptions = {}) {
+    this.maxMemoryBytes = opts.maxMemoryBytes ?? DEFAULT_WASM_MEMORY_BYTES;
+    this.pool = new WasmPool({ size: opts.threads ?? availableParallelism(), stackSizeMb: opts.stackSizeMb ?? 8 });
+  }
+
+  async run(spec: RunSpec, signal: AbortSignal): Promise<RunOutcome> {
+    const startedAt = new Date();
+    const cpu = process.cpuUsage();
+    const end = (exitCode: number, stderr: string, extra: Partial<RunOutcome> = {}): RunOutcome => {
+      const used = process.cpuUsage(cpu);
+      return {
+        exitCode,
+        stdout: Buffer.alloc(0),
+        stderr: Buffer.from(stderr),
+        truncated: false,
+        startedAt,
+        completedAt: new Date(),
+        usage: { userCpuMs: Math.round(used.user / 1000), systemCpuMs: Math.round(used.system / 1000), maxRssBytes: 0 },
+        ...extra,
+      };
+    };
+
+    let args: MacroArgs;
+    let paths: { module: string; input: string; attr?: string; output: string };
+    try {
+      args = parseMacroArgv(spec.argv);
+      const base = resolve(spec.execRoot, spec.workingDirectory);
+      paths = {
+        module: await this.inside(spec.execRoot, base, args.module, '--module', true),
+        input: await this.inside(spec.execRoot, base, args.input, '--input', true),
+        output: await this.inside(spec.execRoot, base, args.output, '--output', false),
+      };
+      if (args.attr !== undefined) paths.attr = await this.inside(spec.execRoot, base, args.attr, '--attr', true);
+    } catch (err) {
+      if (err instanceof UsageError) return end(2, `${WASM_MACRO_PROGRAM}: ${err.message}\n`);
+      throw err;
+    }
+
+    const cap = spec.limits.memoryBytes > 0 ? Math.min(this.maxMemoryBytes, spec.limits.memoryBytes) : this.maxMemoryBytes;
+    let checked: CheckedModule;
+    let inputs: string[];
+    try {
+      const [moduleBytes, input, attr] = await Promise.all([
+        readFile(paths.module),
+        readFile(paths.input),
+        paths.attr !== undefined ? readFile(paths.attr) : Promise.resolve(undefined),
+      ]);
+      checked = this.check(moduleBytes, cap);
+      checkEntry(checked, args.entry, attr !== undefined);
+      inputs = [utf8(input, args.input), ...(attr !== undefined ? [utf8(attr, args.attr!)] : [])];
+      if (attr !== undefined) inputs = [inputs[1]!, inputs[0]!]; // (attribute, item)
+    } catch (err) {
+      if (err instanceof WasmModuleError) return end(1, `${WASM_MACRO_PROGRAM}: module ${args.module} rejected: ${err.message}\n`);
+      if (err instanceof UsageError) return end(2, `${WASM_MACRO_PROGRAM}: ${err.message}\n`);
+      throw err;
+    }
+
+    const result: ExpansionResult = await this.pool.expand(
+      { moduleKey: `${checked.sha256}:${cap}`, module: checked.bytes, abi: checked.abi, entry: args.entry, inputs, memoryCapBytes: cap },
+      spec.timeoutMs,
+      signal,
+    );
+    const where = `${args.entry} in ${args.module}`;
+    if (result.ok) {
+      await mkdir(dirname(paths.output), { recursive: true });
+      await writeFile(paths.output, result.output);
+      return end(0, '', { usage: { userCpuMs: Math.round(result.elapsedMs), systemCpuMs: 0, maxRssBytes: result.memoryBytes } });
+    }
+    switch (result.kind) {
+      case 'panic':
+        return end(PANIC_EXIT_CODE, `${WASM_MACRO_PROGRAM}: the macro panicked: ${result.message} (${where})\n`);
+      case 'bad-output':
+        return end(1, `${WASM_MACRO_PROGRAM}: the macro broke the ABI: ${result.message} (${where})\n`);
+      case 'bad-input':
+        return end(2, `${WASM_MACRO_PROGRAM}: ${result.message}\n`);
+      case 'bad-module':
+        return end(1, `${WASM_MACRO_PROGRAM}: module ${args.module} rejected: ${result.message}\n`);
+      case 'memory-limit':
+        return failedRun({ kind: 'memory-limit', message: `the macro hit its memory cap of ${cap / (1024 * 1024)} MiB: ${result.message} (${where})` }, startedAt, 1);
+      case 'timeout':
+        return failedRun({ kind: 'timeout', message: `${result.message} (${where})` }, startedAt);
+      case 'cancelled':
+        return failedRun({ kind: 'cancelled', message: result.message }, startedAt);
+      case 'crashed':
+        return failedRun({ kind: 'sandbox-error', message: `wasm runner: ${result.message}` }, startedAt);
+    }
+  }
+
+  private check(bytes: Buffer, cap: number): CheckedModule {
+    const id = `${createHash('sha256').update(bytes).digest('hex')}:${cap}`;
+    const hit = this.modules.get(id);
+    if (hit) {
+      this.modules.delete(id);
+      this.modules.set(id, hit);
+      if (hit instanceof WasmModuleError) throw hit;
+      return hit;
+    }
+    let result: CheckedModule | WasmModuleError;
+    try {
+      result = checkModule(bytes, { maxMemoryBytes: cap });
+    } catch (err) {
+      if (!(err instanceof WasmModuleError)) throw err;
+      result = err;
+    }
+    this.modules.set(id, result);
+    if (this.modules.size > MAX_CACHED_MODULES) this.modules.delete(this.modules.keys().next().value!);
+    if (result instanceof WasmModuleError) throw result;
+    return result;
+  }
+
+  /** `p` resolved against `base`, which must stay inside the exec root (symlinks included). */
+  private async inside(execRoot: string, base: string, p: string, flag: string, mustExist: boolean): Promise<string> {
+    if (isAbsolute(p)) throw new UsageError(`${flag} ${p}: paths are relative to the exec root`);
+    const full = resolve(base, p);
+    const rel = relative(execRoot, full);
+    if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw new UsageError(`${flag} ${p} points outside the exec root`);
+    const root = await realpath(execRoot);
+    let real: string;
+    try {
+      real = await realpath(mustExist ? full : dirname(full)).then((r) => (mustExist ? r : join(r, full.slice(dirname(full).length + 1))));
+    } catch {
+      if (!mustExist) return full; // parent created before writing
+      throw new UsageError(`${flag} ${p}: no such file among the action's inputs`);
+    }
+    if (real !== root && !real.startsWith(root + sep)) throw new UsageError(`${flag} ${p} resolves (through a symlink) outside the exec root`);
+    return full;
+  }
+
+  async dispose(): Promise<void> {
+    await this.pool.close();
+  }
+}
+
+function utf8(b: Buffer, name: string): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(b);
+  } catch {
+    throw new UsageError(`${name} is not UTF-8 text; a macro's input is Rust tokens as UTF-8`);
+  }
+}
