@@ -20,6 +20,14 @@ const BENCHMARKS: Record<string, { describe: string; load: () => Promise<{ main(
     describe: 'bytes fetched from the CAS per action and wall time with routing by locality on vs off (a redis fleet, 2 workers)',
     load: () => import('./locality.ts'),
   },
+  wasm: {
+    describe: 'wasm proc-macro expansion vs the same macro native (same input, same run), and the round trip of an expansion served from the cache',
+    load: () => import('./wasm.ts'),
+  },
+  cargo: {
+    describe: 'a Cargo crate graph (9 build scripts) built locally vs with build scripts on the fleet (reapi cargo), cold and warm',
+    load: () => import('./cargo.ts'),
+  },
   verification: {
     describe: 'cost of --verify-rate 0 / 0.1 / 1: synthetic Execute workload and a cold Bazel remote build',
     load: () => import('./verification.ts'),

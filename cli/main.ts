@@ -4,9 +4,13 @@ import { ConfigError, type Config } from '../common/config.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { addCommonFlags, addExecutionFlags, configFromFlags, type CommonFlags } from './flags.ts';
 import { printReports, type ReportsFlags } from './reports-command.ts';
-import { startCas, startScheduler, startServe, startWorkerRole, type RunningRole } from './roles.ts';
+import { registerCargoCommands } from './cargo-command.ts';
+import { registerExpandCommand } from './expand-command.ts';
+import { registerMacroCommand } from './macro-command.ts';
+import type { RunningRole } from './roles.ts';
 
-type Starter = (config: Config, logger: Logger) => Promise<RunningRole>;
+type Roles = typeof import('./roles.ts');
+type Starter = (roles: Roles, config: Config, logger: Logger) => Promise<RunningRole>;
 
 const program = new Command('reapi')
   .description('REAPI v2 remote cache and remote execution for Bazel and Buck2')
@@ -15,7 +19,8 @@ const program = new Command('reapi')
 async function run(role: string, start: Starter, flags: CommonFlags): Promise<void> {
   const config = configFromFlags(flags);
   const logger = createLogger(config.logLevel).child({ role });
-  const running = await start(config, logger);
+  // The server roles load lazily: client commands (cargo, expand) start without them.
+  const running = await start(await import('./roles.ts'), config, logger);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -35,21 +40,21 @@ addExecutionFlags(
   { storageNodes: false },
 )
   .option('--no-execution', 'storage only (a remote cache): no scheduler, no worker')
-  .action((flags: CommonFlags) => run('serve', startServe, flags));
+  .action((flags: CommonFlags) => run('serve', (r, c, l) => r.startServe(c, l), flags));
 
 addCommonFlags(program.command('cas').description('a storage node: CAS, ActionCache, ByteStream, Capabilities')).action(
-  (flags: CommonFlags) => run('cas', startCas, flags),
+  (flags: CommonFlags) => run('cas', (r, c, l) => r.startCas(c, l), flags),
 );
 
 addExecutionFlags(
   addCommonFlags(program.command('scheduler').description('the front door for clients: Execution, Operations, and storage forwarded to --cas nodes')),
   { storageNodes: true },
-).action((flags: CommonFlags) => run('scheduler', startScheduler, flags));
+).action((flags: CommonFlags) => run('scheduler', (r, c, l) => r.startScheduler(c, l), flags));
 
 addExecutionFlags(
   addCommonFlags(program.command('worker').description('takes jobs from Redis and runs them in bwrap sandboxes')),
   { storageNodes: true },
-).action((flags: CommonFlags) => run('worker', startWorkerRole, flags));
+).action((flags: CommonFlags) => run('worker', (r, c, l) => r.startWorkerRole(c, l), flags));
 
 program
   .command('reports')
@@ -61,6 +66,10 @@ program
   .option('--kind <kind>', 'nondeterministic or cache-poisoning')
   .option('--limit <n>', 'at most this many', '100')
   .action((flags: ReportsFlags) => printReports(flags));
+
+registerExpandCommand(program);
+registerMacroCommand(program);
+registerCargoCommands(program);
 
 try {
   await program.parseAsync(process.argv);

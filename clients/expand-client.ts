@@ -5,6 +5,7 @@
 // module and inputs are uploaded (FindMissingBlobs first) and the action executed.
 import { status as grpcStatus } from '@grpc/grpc-js';
 import type { Digest } from '../common/digest.ts';
+import { WASM_MACRO_PLATFORM, WASM_MACRO_PROGRAM } from '../worker/runners/wasm/contract.ts';
 import {
   execute,
   lookupActionResult,
@@ -20,7 +21,7 @@ import {
 
 /** Names inside the action's input root; part of the action key, so never change them lightly. */
 export const EXPAND_FILES = { module: 'macro.wasm', input: 'input.rs', attr: 'attr.rs', output: 'expansion.rs' } as const;
-export const WASM_MACRO_PLATFORM = { runtime: 'wasm-macro' } as const;
+
 export const DEFAULT_EXPAND_TIMEOUT_SECONDS = 60;
 
 export interface ExpandRequest {
@@ -59,7 +60,7 @@ export class ExpandError extends Error {
 /** The Action, Command and input tree of an expansion; nothing uploaded. Deterministic. */
 export function prepareExpansion(req: ExpandRequest): PreparedAction {
   const inputs: TreeSpec = { [EXPAND_FILES.module]: req.module, [EXPAND_FILES.input]: req.input };
-  const argv = ['reapi-wasm-macro', '--module', EXPAND_FILES.module, '--entry', req.entry, '--input', EXPAND_FILES.input];
+  const argv = [WASM_MACRO_PROGRAM, '--module', EXPAND_FILES.module, '--entry', req.entry, '--input', EXPAND_FILES.input];
   if (req.attr !== undefined) {
     inputs[EXPAND_FILES.attr] = req.attr;
     argv.push('--attr', EXPAND_FILES.attr);

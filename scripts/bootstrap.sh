@@ -19,6 +19,8 @@ fi
 declare -A need=([bwrap]=bubblewrap [setpriv]=util-linux [prlimit]=util-linux)
 # Verification variations: a second locale, zone data, libfaketime and disorderfs (opt-in).
 need+=([localedef]=locales [disorderfs]=disorderfs [fusermount]=fuse3)
+# Cargo build scripts: strace explains what the sandbox refused (which file, tool or socket).
+need+=([strace]=strace)
 if (( want_test )); then
   need+=([bazel]=bazel-bootstrap [redis-server]=redis-server [zstd]=zstd [gcc]=gcc [g++]=g++)
   # promtool and prometheus: the observability test checks deploy/prometheus and scrapes reapi.

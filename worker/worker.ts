@@ -9,7 +9,7 @@ import type { BlobStore } from '../cas/blob-store.ts';
 import type { Config } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Metrics } from '../common/metrics.ts';
-import type { JobQueue } from '../scheduler/job-queue.ts';
+import type { JobQueue, PlatformProperties } from '../scheduler/job-queue.ts';
 import { createActionExecutor, prepareExecDir } from './action-executor.ts';
 import { LocalContentCache } from './content-cache.ts';
 import type { Runner } from './runner.ts';
@@ -18,6 +18,7 @@ import type { FeedbackStore } from '../scheduler/feedback.ts';
 import type { ReportStore } from '../scheduler/report-store.ts';
 import { BwrapRunner } from './runners/bwrap-runner.ts';
 import { CONTAINER_IMAGE, runnerSelector, startDockerRunner } from './runners/docker-runner.ts';
+import { selectRunner, startRuntimeRunners } from './runners/runner-selection.ts';
 
 export interface WorkerDeps {
   config: Config;
@@ -69,16 +70,19 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   // Jobs whose platform names a container-image run in Docker; only a worker with an engine
   // advertises them (container-image: '*'), unless its configured platform already decides.
   const docker = await startDockerRunner(config.worker.docker, { logger: logger.child({ component: 'docker' }), workerName: name, stateDir: join(workDir, 'docker') });
-  const platform = docker && !(CONTAINER_IMAGE in config.worker.platform) ? { ...config.worker.platform, [CONTAINER_IMAGE]: '*' } : config.worker.platform;
-  const variationSupport = await detectVariationSupport();
+  const basePlatform = docker && !(CONTAINER_IMAGE in config.worker.platform) ? { ...config.worker.platform, [CONTAINER_IMAGE]: '*' } : config.worker.platform;
   const concurrency = config.worker.concurrency ?? availableParallelism();
+  // Special runtimes (wasm macros, Cargo build scripts under their policy) claim the jobs asking for them.
+  const runtimes = await startRuntimeRunners(runner, { logger, stateDir: join(workDir, 'runtimes'), threads: concurrency });
+  const platform: PlatformProperties = Object.assign({}, ...runtimes.map((r) => r.platform), basePlatform);
+  const variationSupport = await detectVariationSupport();
   const handler = createActionExecutor({
     workerName: name,
     blobs: deps.blobs,
     actionCache: deps.actionCache,
     cache,
     runner,
-    runnerFor: runnerSelector(runner, docker),
+    runnerFor: selectRunner(runnerSelector(runner, docker), runtimes),
     execDir,
     config,
     metrics: deps.metrics,
@@ -97,6 +101,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       await stopWork();
       if (runner instanceof BwrapRunner) await runner.dispose();
       await docker?.dispose();
+      for (const r of runtimes) await r.dispose();
     },
   };
 }

@@ -71,6 +71,18 @@ export interface BwrapRunnerOptions {
   stateDir?: string;
 }
 
+/**
+ * Per-run changes to the sandbox's filesystem, for runners layered on this one (e.g. the
+ * build-script runner's policy). Plain bwrap arguments; the run's own /etc files, /proc, /dev,
+ * /tmp and exec root are added as usual.
+ */
+export interface SandboxMounts {
+  /** Replace the shared system binds (readOnlyBinds, rootLinks, etcFiles, extraReadOnlyBinds). */
+  system?: string[];
+  /** Arguments applied after the exec root is mounted (host `execRoot` at `mount`), e.g. read-only sub-binds. */
+  afterExecRoot?: (execRoot: string, mount: string) => string[];
+}
+
 const DEFAULT_ETC = ['/etc/ld.so.cache', '/etc/ld.so.conf', '/etc/ld.so.conf.d', '/etc/alternatives'];
 const DEFAULT_ROOT_LINKS = ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
 const TOOL_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
@@ -251,7 +263,14 @@ export class BwrapRunner implements Runner {
     return { tools, isRoot, user, cgroups, staticArgs, allowedCpus };
   }
 
-  async run(spec: RunSpec, signal: AbortSignal): Promise<RunOutcome> {
+  /** The tools the sandbox itself runs inside (`env`, `setarch`), for layouts that replace /usr. */
+  async insideTools(): Promise<string[]> {
+    this.prepared ??= this.prepare();
+    const t = (await this.prepared).tools;
+    return [t.env, t.setarch].filter((x): x is string => x !== undefined);
+  }
+
+  async run(spec: RunSpec, signal: AbortSignal, mounts?: SandboxMounts): Promise<RunOutcome> {
     const startedAt = new Date();
     const fail = (failure: RunFailure, exitCode = -1): RunOutcome => failedRun(failure, startedAt, exitCode);
     if (signal.aborted) return fail({ kind: 'cancelled', message: 'action cancelled before it started' });
@@ -288,13 +307,13 @@ export class BwrapRunner implements Runner {
       return fail({ kind: 'sandbox-error', message: `sandbox setup failed: ${(e as Error).message}` });
     }
     try {
-      return await this.execute(spec, signal, p, v, mount, wd, cg, startedAt);
+      return await this.execute(spec, signal, p, v, mount, wd, cg, startedAt, mounts);
     } finally {
       await cg?.destroy();
     }
   }
 
-  private async buildArgs(spec: RunSpec, p: Prepared, v: Variation, mount: string, wd: string, cg: RunCgroup | undefined) {
+  private async buildArgs(spec: RunSpec, p: Prepared, v: Variation, mount: string, wd: string, cg: RunCgroup | undefined, mounts?: SandboxMounts) {
     const hostname = v.hostname ?? this.opts.defaultHostname;
     const insideUid = v.uid ?? p.user.uid;
     const insideGid = v.gid ?? p.user.gid;
@@ -323,7 +342,7 @@ export class BwrapRunner implements Runner {
       hostname,
       ...(v.uid !== undefined ? ['--uid', String(v.uid)] : []),
       ...(v.gid !== undefined ? ['--gid', String(v.gid)] : []),
-      ...p.staticArgs,
+      ...(mounts?.system ?? p.staticArgs),
       ...['passwd', 'group', 'hosts', 'nsswitch.conf'].flatMap((f) => ['--ro-bind', join(etcDir, f), `/etc/${f}`]),
       '--proc',
       '/proc',
@@ -334,6 +353,7 @@ export class BwrapRunner implements Runner {
       '--bind',
       spec.execRoot,
       mount,
+      ...(mounts?.afterExecRoot?.(spec.execRoot, mount) ?? []),
       '--chdir',
       posix.join(mount, wd),
       '--clearenv',
@@ -381,11 +401,12 @@ export class BwrapRunner implements Runner {
     wd: string,
     cg: RunCgroup | undefined,
     startedAt: Date,
+    mounts?: SandboxMounts,
   ): Promise<RunOutcome> {
     const usage = { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 };
     let argv: string[];
     try {
-      argv = await this.buildArgs(spec, p, v, mount, wd, cg);
+      argv = await this.buildArgs(spec, p, v, mount, wd, cg, mounts);
     } catch (e) {
       return {
         exitCode: -1,

@@ -21,8 +21,7 @@ import { checkEntry, checkModule, WasmModuleError, type CheckedModule } from './
 import { WasmPool } from './pool.ts';
 import type { ExpansionResult } from './protocol.ts';
 
-/** argv[0] of a wasm-macro Command. */
-export const WASM_MACRO_PROGRAM = 'reapi-wasm-macro';
+import { WASM_MACRO_PROGRAM } from './contract.ts';
 
 export interface WasmRunnerOptions {
   /** Parallel expansions (threads). Default: the CPU count. */

@@ -1,0 +1,505 @@
+// Runs Cargo build scripts (platform `cargo-build-script`) under their build-script policy, on top
+// of the BwrapRunner (same non-root user, namespaces, cgroup limits and timeout).
+//
+// The Action (made by clients/cargo/build-script-action.ts) carries:
+//   .reapi/build-script-build   the compiled build script
+//   .reapi/policy.json          the policy in force (clients/cargo/policy.ts, ActionPolicy)
+//   .reapi/dep/N/               directories named by DEP_* variables
+//   src/                        the package's sources (CARGO_MANIFEST_DIR; the working directory)
+//   out/                        OUT_DIR, the one output directory
+// with argv and environment naming those paths under CANONICAL_ROOT. This runner:
+// - mounts the exec root at CANONICAL_ROOT, or where the verifier asks, rewriting the paths in
+//   argv and environment to match and mapping the mount back to CANONICAL_ROOT in stdout and
+//   stderr (so a run under a different exec-root path answers the same);
+// - makes only the policy's system directories visible (read-only); /usr/bin (and /usr/sbin)
+//   hold only the allowed tools; every other program name the worker has is a stub that says which
+//   crate ran which tool and which setting allows it (exit 127), never a bare ENOENT;
+// - mounts everything read-only except OUT_DIR and /tmp (source dir included); no network;
+// - lowers memory and process limits and the timeout to the policy's;
+// - traces failed file, exec and network system calls (strace, when the worker has it) and, when
+//   the build script fails, says what was refused: paths outside the visible directories, writes
+//   outside OUT_DIR, network connections, programs that do not exist in the sandbox.
+import { execFile } from 'node:child_process';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { basename, join, posix } from 'node:path';
+import { promisify } from 'node:util';
+
+import { actionPolicySchema, allowHint, TOOL_GROUPS, type ActionPolicy } from '../../clients/cargo/policy.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { RunFailure, RunOutcome, RunSpec, Runner } from '../runner.ts';
+import type { BwrapRunner, SandboxMounts } from './bwrap-runner.ts';
+
+/** The platform property that routes build scripts here, and its protocol version. */
+export const BUILD_SCRIPT_PROPERTY = 'cargo-build-script';
+export const BUILD_SCRIPT_PROTOCOL = '1';
+/** The release of the worker's rustc (`rustc -vV`), e.g. 1.63.0: build scripts probe it. */
+export const RUSTC_RELEASE_PROPERTY = 'rustc-release';
+/** Where the exec root appears inside the sandbox unless the verifier moves it. */
+export const CANONICAL_ROOT = '/build-script';
+/** Layout of the input root (relative paths). */
+export const LAYOUT = { binary: '.reapi/build-script-build', policy: '.reapi/policy.json', deps: '.reapi/dep', src: 'src', out: 'out' } as const;
+
+const TRACE_DIR = '.reapi-trace';
+const HELPERS = '/run/reapi';
+const TOOL_DIRS = ['/usr/bin', '/usr/sbin', '/usr/local/bin', '/usr/local/sbin', '/bin', '/sbin'];
+const ETC_FILES = ['/etc/ld.so.cache', '/etc/ld.so.conf', '/etc/ld.so.conf.d'];
+const TRACED = 'open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,unlink,unlinkat,link,linkat,symlink,symlinkat,truncate,execve,execveat,connect,sendto,sendmsg,bind';
+/** Failed lookups that are routine (dynamic loader, libc, compilers probing), never reported. */
+const NOISE = [/^\/etc\/ld\.so\./, /^\/etc\/(localtime|gai\.conf|host\.conf|nsswitch\.conf|passwd|group|hosts)$/, /^\/(proc|sys|dev)\//, /^\/usr\/local\//, /^\/usr\/lib/, /^\/usr\/share\/(locale|zoneinfo)/, /^\/tmp\//, /^\/run\/reapi\//];
+
+const run = promisify(execFile);
+
+export interface BuildScriptRunnerOptions {
+  logger?: Logger;
+  /** Private directory for the helper files (the denial stub). Default: a new one under the system temp dir. */
+  stateDir?: string;
+  /** Trace failed system calls to explain refusals (needs strace); default true. */
+  trace?: boolean;
+}
+
+interface Host {
+  /** Every program name the worker has, per tool directory, for the denial stubs. */
+  names: Map<string, string[]>;
+  /** How the host mirrors /bin, /lib...: symlink target or 'dir'. */
+  rootLinks: Array<{ path: string; link?: string }>;
+  sh: string;
+  strace?: string;
+  stub: string;
+  insideTools: string[];
+  rustcRelease?: string;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return lstat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Replaces every occurrence of `from` by `to` in a buffer (byte-wise: output need not be UTF-8). */
+export function replaceBytes(buf: Buffer, from: string, to: string): Buffer {
+  if (from === to || from === '') return buf;
+  const f = Buffer.from(from);
+  const t = Buffer.from(to);
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = buf.indexOf(f); i !== -1; i = buf.indexOf(f, start)) {
+    parts.push(buf.subarray(start, i), t);
+    start = i + f.length;
+  }
+  if (start === 0) return buf;
+  parts.push(buf.subarray(start));
+  return Buffer.concat(parts);
+}
+
+/** `value` with CANONICAL_ROOT (as a whole path component) replaced by `mount`. */
+function atMount(value: string, mount: string): string {
+  if (mount === CANONICAL_ROOT) return value;
+  return value.replace(/(^|[:;=\s])\/build-script(?=\/|$|[:;\s])/g, (_m, before: string) => before + mount);
+}
+
+const STUB = `#!${HELPERS}/sh
+# reapi: stands in for a program the build-script policy does not make available.
+{ IFS= read -r crate; IFS= read -r before; IFS= read -r after; } < ${HELPERS}/denial
+tool=\${0##*/}
+printf 'reapi: build script of %s ran %s, which the build-script policy does not allow; %s["%s"]%s\\n' "$crate" "$tool" "$before" "$tool" "$after" >&2
+exit 127
+`;
+
+export class BuildScriptRunner implements Runner {
+  readonly name = 'cargo-build-script';
+  private constructor(
+    private readonly bwrap: BwrapRunner,
+    private readonly host: Host,
+    private readonly stateDir: string,
+    private readonly logger: Logger | undefined,
+    /** The state dir was made by create() (and is removed by dispose()). */
+    private readonly ownStateDir: boolean,
+  ) {}
+
+  static async create(bwrap: BwrapRunner, opts: BuildScriptRunnerOptions = {}): Promise<BuildScriptRunner> {
+    const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), 'reapi-build-scripts-')));
+    await mkdir(stateDir, { recursive: true, mode: 0o755 });
+    await chmod(stateDir, 0o755);
+    const names = new Map<string, string[]>();
+    for (const dir of TOOL_DIRS) {
+      const st = await lstat(dir).catch(() => undefined);
+      if (!st?.isDirectory()) continue;
+      names.set(dir, (await readdir(dir)).filter((n) => /^[A-Za-z0-9._+-]+$/.test(n)).sort());
+    }
+    const rootLinks: Host['rootLinks'] = [];
+    for (const path of ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']) {
+      const st = await lstat(path).catch(() => undefined);
+      if (!st) continue;
+      rootLinks.push(st.isSymbolicLink() ? { path, link: await readlink(path) } : { path });
+    }
+    const sh = await realpath('/bin/sh');
+    const strace = opts.trace === false ? undefined : await realpath('/usr/bin/strace').catch(() => undefined);
+    await rm(join(stateDir, 'tools'), { recursive: true, force: true });
+    const stub = join(stateDir, 'denied');
+    await writeFile(stub, STUB, { mode: 0o755 });
+    await chmod(stub, 0o755);
+    const insideTools = await bwrap.insideTools();
+    let rustcRelease: string | undefined;
+    const rustc = await realpath('/usr/bin/rustc').catch(() => undefined);
+    if (rustc) {
+      try {
+        const { stdout } = await run(rustc, ['-vV'], { timeout: 30_000 });
+        rustcRelease = /^release: (\S+)$/m.exec(stdout)?.[1];
+      } catch {
+        // No working rustc: build scripts needing one are not routed here.
+      }
+    }
+    const runner = new BuildScriptRunner(bwrap, { names, rootLinks, sh, strace, stub, insideTools, rustcRelease }, stateDir, opts.logger, opts.stateDir === undefined);
+    if (strace && !(await runner.straceWorks())) {
+      opts.logger?.warn('strace cannot trace inside the sandbox: build-script refusals are explained without the path details');
+      runner.host.strace = undefined;
+    }
+    return runner;
+  }
+
+  /** What a worker with this runner offers. */
+  platform(): Record<string, string> {
+    const p: Record<string, string> = { [BUILD_SCRIPT_PROPERTY]: BUILD_SCRIPT_PROTOCOL };
+    if (this.host.rustcRelease) p[RUSTC_RELEASE_PROPERTY] = this.host.rustcRelease;
+    return p;
+  }
+
+  async dispose(): Promise<void> {
+    if (this.ownStateDir) return rm(this.stateDir, { recursive: true, force: true });
+    await rm(join(this.stateDir, 'denied'), { force: true });
+    await rm(join(this.stateDir, 'tools'), { recursive: true, force: true });
+  }
+
+  /** A traced `true` in the policy sandbox: does ptrace work there? */
+  private async straceWorks(): Promise<boolean> {
+    const root = await mkdtemp(join(tmpdir(), 'reapi-strace-probe-'));
+    try {
+      await chmod(root, 0o755);
+      await mkdir(join(root, LAYOUT.src), { recursive: true });
+      await mkdir(join(root, LAYOUT.out), { recursive: true });
+      await mkdir(join(root, TRACE_DIR));
+      await writeFile(join(root, TRACE_DIR, 'denial'), 'probe\n\n\n');
+      const policy: ActionPolicy = {
+        version: 1,
+        crate: 'probe',
+        crateName: 'probe',
+        policyFile: null,
+        tools: [],
+        readOnlyPaths: ['/usr/lib', '/usr/lib64'],
+        limits: { memoryBytes: 256 * 2 ** 20, processes: 16, timeoutSeconds: 20 },
+      };
+      const outcome = await this.bwrap.run(
+        {
+          execRoot: root,
+          argv: [`${HELPERS}/strace`, '-f', '-qq', '-o', `${CANONICAL_ROOT}/${TRACE_DIR}/trace`, `${HELPERS}/sh`, '-c', 'exit 0'],
+          env: { PATH: '/usr/bin:/bin' },
+          workingDirectory: LAYOUT.src,
+          timeoutMs: 20_000,
+          limits: { memoryBytes: 0, maxProcesses: 0, maxFileBytes: 0 },
+          maxOutputBytes: 65536,
+          variation: { execRootMount: CANONICAL_ROOT },
+        },
+        new AbortController().signal,
+        await this.mounts(policy, (await this.toolBinds(policy)).binds),
+      );
+      if (outcome.exitCode !== 0) this.logger?.warn({ stderr: outcome.stderr.toString().slice(0, 500), failure: outcome.failure }, 'strace probe failed');
+      return outcome.exitCode === 0;
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  }
+
+  private readonly toolBindCache = new Map<string, Promise<{ binds: Map<string, string>; missing: string[] }>>();
+
+  /** Allowed tool name -> host file to bind at /usr/bin/NAME (per tool list, computed once). */
+  private toolBinds(policy: ActionPolicy): Promise<{ binds: Map<string, string>; missing: string[] }> {
+    const key = policy.tools.join('\0');
+    let p = this.toolBindCache.get(key);
+    if (!p) {
+      p = this.resolveTools(policy);
+      this.toolBindCache.set(key, p);
+      if (this.toolBindCache.size > 256) this.toolBindCache.delete(this.toolBindCache.keys().next().value!);
+    }
+    return p;
+  }
+
+  private async resolveTools(policy: ActionPolicy): Promise<{ binds: Map<string, string>; missing: string[] }> {
+    const wanted = new Set<string>();
+    const all = [...this.host.names.values()].flat();
+    for (const t of policy.tools) {
+      const group = TOOL_GROUPS[t];
+      if (!group) {
+        wanted.add(t);
+        continue;
+      }
+      for (const n of group.names) wanted.add(n);
+      if (group.pattern) for (const n of all) if (group.pattern.test(n)) wanted.add(n);
+    }
+    const binds = new Map<string, string>();
+    const missing: string[] = [];
+    for (const name of [...wanted].sort()) {
+      let found: string | undefined;
+      for (const [dir, names] of this.host.names) {
+        if (!names.includes(name)) continue;
+        found = await realpath(join(dir, name)).catch(() => undefined);
+        if (found) break;
+      }
+      if (found) binds.set(name, found);
+      else if (!TOOL_GROUPS[name]) missing.push(name);
+    }
+    return { binds, missing };
+  }
+
+  private readonly binDirCache = new Map<string, Promise<{ bin: string; sbin: string }>>();
+
+  /**
+   * Host directories mounted (read-only) as /usr/bin and /usr/sbin for one set of allowed tools:
+   * an empty placeholder per allowed tool (the tool is bound onto it) and, for every other program
+   * name the worker has, a symlink to the denial stub. Made once per tool set: a bind of one
+   * directory costs far less than a symlink per name on every run.
+   */
+  private binDirs(tools: Map<string, string>): Promise<{ bin: string; sbin: string }> {
+    const inside = this.host.insideTools.filter((t) => posix.dirname(t) === '/usr/bin').map((t) => posix.basename(t));
+    const allowed = [...new Set([...tools.keys(), ...inside])].sort();
+    const key = createHash('sha256').update(allowed.join('\0')).digest('hex').slice(0, 20);
+    let p = this.binDirCache.get(key);
+    if (!p) {
+      p = (async () => {
+        const base = join(this.stateDir, 'tools', key);
+        await rm(base, { recursive: true, force: true });
+        const dirs = { bin: join(base, 'bin'), sbin: join(base, 'sbin') };
+        await mkdir(dirs.bin, { recursive: true, mode: 0o755 });
+        await mkdir(dirs.sbin, { recursive: true, mode: 0o755 });
+        for (const d of [base, dirs.bin, dirs.sbin]) await chmod(d, 0o755);
+        const placed = new Set(allowed);
+        for (const name of allowed) await writeFile(join(dirs.bin, name), '', { mode: 0o755 });
+        for (const [dir, names] of this.host.names) {
+          const into = dir.endsWith('sbin') ? dirs.sbin : dirs.bin;
+          for (const n of names) {
+            if (placed.has(n)) continue;
+            placed.add(n);
+            await symlink(`${HELPERS}/denied`, join(into, n));
+          }
+        }
+        return dirs;
+      })();
+      p.catch(() => this.binDirCache.delete(key));
+      this.binDirCache.set(key, p);
+    }
+    return p;
+  }
+
+  /** The sandbox filesystem for one policy. */
+  private async mounts(policy: ActionPolicy, tools: Map<string, string>): Promise<SandboxMounts> {
+    const h = this.host;
+    const sys: string[] = ['--perms', '0755', '--dir', '/etc'];
+    for (const f of ETC_FILES) sys.push('--ro-bind-try', f, f);
+    const toolDirs = new Set(['/usr/bin', '/usr/sbin', '/bin', '/sbin', '/usr/local/bin', '/usr/local/sbin']);
+    for (const p of policy.readOnlyPaths) {
+      // Tool directories are never bound whole: `tools` decides what is in them.
+      if (toolDirs.has(p)) continue;
+      sys.push('--ro-bind-try', p, p);
+    }
+    for (const { path, link } of h.rootLinks) {
+      if (path === '/bin' || path === '/sbin') sys.push('--symlink', `usr${path}`, path);
+      else if (link !== undefined) sys.push('--symlink', link, path);
+      else sys.push('--ro-bind', path, path);
+    }
+    const dirs = await this.binDirs(tools);
+    sys.push('--ro-bind', dirs.bin, '/usr/bin', '--ro-bind', dirs.sbin, '/usr/sbin', '--dir', HELPERS);
+    sys.push('--ro-bind', h.sh, `${HELPERS}/sh`, '--ro-bind', h.stub, `${HELPERS}/denied`);
+    if (h.strace) sys.push('--ro-bind', h.strace, `${HELPERS}/strace`);
+    const placed = new Set<string>();
+    for (const [name, file] of tools) {
+      sys.push('--ro-bind', file, `/usr/bin/${name}`);
+      placed.add(`/usr/bin/${name}`);
+    }
+    for (const t of h.insideTools) {
+      if (placed.has(t)) continue;
+      sys.push('--ro-bind', t, t);
+      placed.add(t);
+    }
+    return {
+      system: sys,
+      afterExecRoot: (root, mount) => [
+        '--ro-bind',
+        root,
+        mount,
+        '--bind',
+        join(root, LAYOUT.out),
+        posix.join(mount, LAYOUT.out),
+        '--bind',
+        join(root, TRACE_DIR),
+        posix.join(mount, TRACE_DIR),
+        '--ro-bind',
+        join(root, TRACE_DIR, 'denial'),
+        `${HELPERS}/denial`,
+        '--remount-ro',
+        '/',
+      ],
+    };
+  }
+
+  async run(spec: RunSpec, signal: AbortSignal): Promise<RunOutcome> {
+    const startedAt = new Date();
+    const refuse = (message: string): RunOutcome => ({
+      exitCode: 2,
+      stdout: Buffer.alloc(0),
+      stderr: Buffer.from(`reapi: ${message}\n`),
+      truncated: false,
+      startedAt,
+      completedAt: new Date(),
+      usage: { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 },
+    });
+    let policy: ActionPolicy;
+    try {
+      const parsed = actionPolicySchema.safeParse(JSON.parse(await readFile(join(spec.execRoot, LAYOUT.policy), 'utf8')));
+      if (!parsed.success) return refuse(`invalid ${LAYOUT.policy}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+      policy = parsed.data;
+    } catch (e) {
+      return refuse(`a ${BUILD_SCRIPT_PROPERTY} action needs ${LAYOUT.policy} in its input root: ${(e as Error).message}`);
+    }
+    for (const dir of [LAYOUT.src, LAYOUT.out]) {
+      const st = await lstat(join(spec.execRoot, dir)).catch(() => undefined);
+      if (!st?.isDirectory()) return refuse(`a ${BUILD_SCRIPT_PROPERTY} action needs the directory ${dir}/ in its input root`);
+    }
+
+    const mount = spec.variation?.execRootMount ?? CANONICAL_ROOT;
+    const trace = join(spec.execRoot, TRACE_DIR);
+    await mkdir(trace, { recursive: true });
+    const hint = allowHint(policy, 'tools', '\u0000').split('\u0000');
+    await writeFile(join(trace, 'denial'), `${policy.crate}\n${hint[0]!.replace(/\n/g, ' ')}\n${(hint[1] ?? '').replace(/\n/g, ' ')}\n`);
+    const { binds } = await this.toolBinds(policy);
+
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(spec.env)) env[k] = atMount(v, mount);
+    const argv = spec.argv.map((a) => atMount(a, mount));
+    const traceFile = posix.join(mount, TRACE_DIR, 'trace');
+    const traced = this.host.strace ? [`${HELPERS}/strace`, '-f', '-qq', '-Z', '--seccomp-bpf', '-s', '4096', '-o', traceFile, '-e', `trace=${TRACED}`, '--'] : [];
+    const min = (a: number, b: number) => (a > 0 ? Math.min(a, b) : b);
+    const limits = {
+      ...spec.limits,
+      memoryBytes: min(spec.limits.memoryBytes, policy.limits.memoryBytes),
+      maxProcesses: min(spec.limits.maxProcesses, policy.limits.processes),
+    };
+    const timeoutMs = min(spec.timeoutMs, policy.limits.timeoutSeconds * 1000);
+    const outcome = await this.bwrap.run(
+      {
+        ...spec,
+        argv: [...traced, ...argv],
+        env,
+        workingDirectory: LAYOUT.src,
+        limits,
+        timeoutMs,
+        variation: { ...spec.variation, execRootMount: mount },
+      },
+      signal,
+      await this.mounts(policy, binds),
+    );
+    outcome.stdout = replaceBytes(outcome.stdout, mount, CANONICAL_ROOT);
+    outcome.stderr = replaceBytes(outcome.stderr, mount, CANONICAL_ROOT);
+
+    if (outcome.failure) outcome.failure = this.explainLimit(outcome.failure, policy);
+    if (outcome.exitCode !== 0 && outcome.failure?.kind !== 'sandbox-error' && outcome.failure?.kind !== 'cancelled') {
+      const lines = this.host.strace ? await this.diagnose(join(trace, 'trace'), policy, mount, binds) : [];
+      const text = lines.length
+        ? lines.map((l) => `reapi: build script of ${policy.crate} was refused: ${l}\n`).join('')
+        : outcome.failure || outcome.stderr.includes(`reapi: build script of ${policy.crate}`)
+          ? ''
+          : `reapi: build script of ${policy.crate} exited with ${outcome.exitCode}\n`;
+      if (text) outcome.stderr = Buffer.concat([outcome.stderr, Buffer.from(outcome.stderr.length && !outcome.stderr.toString().endsWith('\n') ? `\n${text}` : text)]);
+    }
+    return outcome;
+  }
+
+  private explainLimit(f: RunFailure, policy: ActionPolicy): RunFailure {
+    const who = `build script of ${policy.crate}`;
+    switch (f.kind) {
+      case 'memory-limit':
+        return { ...f, message: `${who}: ${f.message}; ${allowHint(policy, 'limits', `{"memory": "${Math.ceil((policy.limits.memoryBytes * 2) / 2 ** 20)}MiB"}`).replace('allow it', 'raise it')}` };
+      case 'process-limit':
+        return { ...f, message: `${who}: ${f.message} (too many processes: a fork bomb?); ${allowHint(policy, 'limits', `{"processes": ${policy.limits.processes * 2}}`).replace('allow it', 'raise it')}` };
+      case 'timeout':
+        return { ...f, message: `${who}: ${f.message}; ${allowHint(policy, 'limits', `{"timeoutSeconds": ${policy.limits.timeoutSeconds * 2}}`).replace('allow it', 'raise it')}` };
+      case 'file-size-limit':
+        return { ...f, message: `${who}: ${f.message}` };
+      default:
+        return f;
+    }
+  }
+
+  /** What the failed system calls in the trace say was refused (deduplicated, in order, at most 8). */
+  private async diagnose(file: string, policy: ActionPolicy, mount: string, tools: Map<string, string>): Promise<string[]> {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch {
+      return [];
+    }
+    const visible = [...policy.readOnlyPaths, mount, '/tmp', '/proc', '/dev', HELPERS];
+    // Paths through the root symlinks (/lib -> usr/lib) are the paths they point to.
+    const links = this.host.rootLinks.filter((l) => l.link !== undefined).map((l) => ({ from: l.path, to: posix.resolve('/', l.link!) }));
+    const real = (p: string) => {
+      const n = posix.normalize(p);
+      const l = links.find((x) => n === x.from || n.startsWith(`${x.from}/`));
+      return l ? l.to + n.slice(l.from.length) : n;
+    };
+    const isVisible = (p: string) => visible.some((v) => p === v || p.startsWith(v === '/' ? '/' : `${v}/`));
+    const canonical = (p: string) => (p === mount || p.startsWith(`${mount}/`) ? CANONICAL_ROOT + p.slice(mount.length) : p);
+    const out: string[] = [];
+    const add = (s: string) => {
+      if (!out.includes(s)) out.push(s);
+    };
+    const toolDirs = new Set(['/usr/bin', '/bin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/local/sbin']);
+    const missingTools = new Set<string>();
+    for (const line of text.split('\n')) {
+      const m = /^\d+\s+(\w+)\((.*)\)\s+=\s+-1\s+(E[A-Z]+)/.exec(line);
+      if (!m) continue;
+      const call = m[1]!;
+      const args = m[2]!;
+      const errno = m[3]!;
+      if (call === 'connect' || call === 'sendto' || call === 'sendmsg' || call === 'bind') {
+        const addr = /sin6?_port=htons\((\d+)\).*?(?:inet_addr|inet_pton\(AF_INET6,)\s*\(?"([^"]+)"/.exec(args);
+        // A non-blocking connect fails later (EINPROGRESS here): the errno says nothing then.
+        if (addr) add(`it opened a network connection to ${addr[2]}:${addr[1]}${errno === 'EINPROGRESS' ? '' : ` (${errno})`}: build scripts have no network access, and no setting allows it`);
+        continue;
+      }
+      const raw = /"((?:[^"\\]|\\.)*)"/.exec(args)?.[1];
+      if (!raw) continue;
+      // Relative paths: relative to the working directory (the source directory) in all likelihood.
+      if (!raw.startsWith('/') && errno !== 'EROFS') continue;
+      const path = real(raw.startsWith('/') ? raw : posix.join(mount, LAYOUT.src, raw));
+      if (call === 'execve' || call === 'execveat') {
+        if (errno === 'ENOENT' && toolDirs.has(posix.dirname(path))) {
+          const tool = basename(path);
+          if (!tools.has(tool) && !missingTools.has(tool)) {
+            missingTools.add(tool);
+            add(`it ran ${tool}, which is neither allowed by the build-script policy nor installed on this worker; ${allowHint(policy, 'tools', `["${tool}"]`)} (and install it on the workers)`);
+          }
+        }
+        continue;
+      }
+      if (path === '/etc/resolv.conf') {
+        add('it looked up a host name (/etc/resolv.conf): build scripts have no network access, and no setting allows it');
+        continue;
+      }
+      if (errno === 'EROFS' || (errno === 'EACCES' && isVisible(path))) {
+        const c = canonical(path);
+        const where = c.startsWith(`${CANONICAL_ROOT}/${LAYOUT.src}/`) || c === `${CANONICAL_ROOT}/${LAYOUT.src}`
+          ? `its source directory (${c.slice(CANONICAL_ROOT.length + LAYOUT.src.length + 2) || '.'})`
+          : c;
+        add(`it wrote to ${where} (${call}: ${errno}): build scripts may write only to OUT_DIR and temporary files, and no setting allows more`);
+        continue;
+      }
+      if ((errno === 'ENOENT' || errno === 'EACCES' || errno === 'EPERM') && !isVisible(path) && !NOISE.some((r) => r.test(path))) {
+        const top = path.split('/').slice(0, 3).join('/') || path;
+        add(`it accessed ${path} (${errno}), which is outside the directories visible to build scripts; ${allowHint(policy, 'readOnlyPaths', `["${top}"]`)}`);
+      }
+      if (out.length >= 8) break;
+    }
+    return out;
+  }
+}
