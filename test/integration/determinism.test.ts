@@ -18,19 +18,16 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { startServe, type RunningRole } from '../../cli/roles.ts';
+import { startServe } from '../../cli/roles.ts';
 import { provenanceOf } from '../../cas/provenance.ts';
-import { mergeConfig, parseConfig } from '../../common/config.ts';
+import { mergeConfig } from '../../common/config.ts';
 import { digestOf, type Digest } from '../../common/digest.ts';
 import { REQUEST_METADATA_KEY } from '../../common/grpc.ts';
-import { silentLogger } from '../../common/logger.ts';
-import { Metrics } from '../../common/metrics.ts';
 import { encode, type MessageInput } from '../../protos/index.ts';
 import type { Report } from '../../scheduler/report-store.ts';
 import { detectVariationSupport, type VariationSupport } from '../../worker/variations.ts';
 import {
   cachedResult,
-  connectExec,
   exe,
   executeFailure,
   followStream,
@@ -49,6 +46,8 @@ import {
 } from '../support/execution.ts';
 import { unary } from '../support/storage.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
+import { startTestServe, type TestServe } from '../support/serve.ts';
+import { waitFor } from '../support/fleet.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const run = promisify(execFile);
@@ -58,46 +57,13 @@ const skip = sandboxSkip;
 // ---------------------------------------------------------------------------
 // Fixtures
 
-interface Fixture {
-  server: RunningRole;
-  c: ExecClients;
-  metrics: Metrics;
-  close(): Promise<void>;
-}
+type Fixture = TestServe;
 
-async function startFixture(overrides: Record<string, unknown>): Promise<Fixture> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'reapi-det-data-'));
-  const workDir = await mkdtemp(join(tmpdir(), 'reapi-det-work-'));
-  // The sandbox user must traverse the work dir to reach its exec roots.
-  await chmod(workDir, 0o755);
-  const config = parseConfig(
-    mergeConfig(
-      {
-        port: 0,
-        httpPort: 0,
-        listen: '127.0.0.1',
-        dataDir,
-        logLevel: 'silent',
-        storage: { backend: 'memory' },
-        worker: { concurrency: 2, workDir, limits: { memoryBytes: 512 * 1024 * 1024, maxProcesses: 256 } },
-      },
-      overrides,
-    ),
+function startFixture(overrides: Record<string, unknown>): Promise<Fixture> {
+  return startTestServe(
+    mergeConfig({ storage: { backend: 'memory' }, worker: { limits: { memoryBytes: 512 * 1024 * 1024, maxProcesses: 256 } } }, overrides),
+    { name: 'reapi-det' },
   );
-  const metrics = new Metrics({ defaultMetrics: false });
-  const server = await startServe(config, silentLogger, metrics);
-  const c = connectExec(`127.0.0.1:${server.grpcPort}`, 'main');
-  return {
-    server,
-    c,
-    metrics,
-    close: async () => {
-      c.close();
-      await server.close();
-      await rm(dataDir, { recursive: true, force: true });
-      await rm(workDir, { recursive: true, force: true });
-    },
-  };
 }
 
 interface Labels {
@@ -168,16 +134,6 @@ async function reports(f: Fixture, query = ''): Promise<Report[]> {
   const res = await fetch(`http://127.0.0.1:${f.server.httpPort}/api/reports${query}`);
   assert.equal(res.status, 200);
   return (await res.json()) as Report[];
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** Run `fn` over `items` with at most `limit` at once. */

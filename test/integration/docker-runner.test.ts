@@ -9,16 +9,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { startServe, type RunningRole } from '../../cli/roles.ts';
-import { parseConfig } from '../../common/config.ts';
 import { ReapiError, Status } from '../../common/errors.ts';
-import { silentLogger } from '../../common/logger.ts';
-import { Metrics } from '../../common/metrics.ts';
 import type { RunOutcome, RunSpec, Variation } from '../../worker/runner.ts';
 import { DockerRunner, LABEL_INSTANCE, LABEL_PID } from '../../worker/runners/docker-runner.ts';
 import { parseImage } from '../../worker/runners/docker-support.ts';
 import { BUSYBOX_IMAGE, dockerSkipReason, startDockerd, type TestDockerd } from '../support/dockerd.ts';
-import { connectExec, execute, run, stderrOf, stdoutOf, uploadAction, type ExecClients } from '../support/execution.ts';
+import { startTestServe, type TestServe } from '../support/serve.ts';
+import { execute, run, stderrOf, stdoutOf, uploadAction, type ExecClients } from '../support/execution.ts';
 
 const IMAGE = `docker://${BUSYBOX_IMAGE}`;
 const MiB = 1024 * 1024;
@@ -282,36 +279,21 @@ describe('DockerRunner', { skip }, () => {
 
 describe('container-image actions through reapi serve', { skip }, () => {
   let dockerd: TestDockerd;
-  let dataDir: string;
-  let workDir: string;
-  let server: RunningRole;
+  let serve: TestServe;
   let c: ExecClients;
 
   before(async () => {
     dockerd = await startDockerd();
-    dataDir = await mkdtemp(join(tmpdir(), 'reapi-docker-data-'));
-    workDir = await mkdtemp(join(tmpdir(), 'reapi-docker-work-'));
-    await chmod(workDir, 0o755);
-    const config = parseConfig({
-      port: 0,
-      httpPort: 0,
-      listen: '127.0.0.1',
-      dataDir,
-      logLevel: 'silent',
-      worker: { concurrency: 2, workDir, docker: { enabled: true, host: dockerd.host } },
-    });
-    server = await startServe(config, silentLogger, new Metrics({ defaultMetrics: false }));
-    c = connectExec(`127.0.0.1:${server.grpcPort}`, 'main');
+    serve = await startTestServe({ worker: { docker: { enabled: true, host: dockerd.host } } }, { name: 'reapi-docker' });
+    c = serve.c;
   });
 
   after(async () => {
-    c?.close();
-    await server?.close();
+    await serve?.close();
     if (dockerd) {
       assert.deepEqual(await dockerd.containers(), [], 'no container left after the server stopped');
       await dockerd.stop();
     }
-    for (const d of [dataDir, workDir]) if (d) await rm(d, { recursive: true, force: true });
   });
 
   test('an action with container-image runs in the image; one without runs on the host', async () => {

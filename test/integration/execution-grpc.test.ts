@@ -5,23 +5,17 @@
 // Run: node --import tsx --test test/integration/execution-grpc.test.ts
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
-import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { hostname } from 'node:os';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { status } from '@grpc/grpc-js';
-import { startServe, type RunningRole } from '../../cli/roles.ts';
-import { parseConfig, type Config } from '../../common/config.ts';
 import { digestOf, type Digest } from '../../common/digest.ts';
-import { silentLogger } from '../../common/logger.ts';
-import { Metrics } from '../../common/metrics.ts';
+import type { Metrics } from '../../common/metrics.ts';
 import { unpackAny } from '../../protos/index.ts';
 import {
   addMessage,
   cachedResult,
-  connectExec,
   execute,
   executeFailure,
   exe,
@@ -40,6 +34,7 @@ import {
   type ExecuteOutcome,
 } from '../support/execution.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
+import { startTestServe, type TestServe } from '../support/serve.ts';
 
 const MiB = 1024 * 1024;
 const MAX_OUTPUT = 1 * MiB;
@@ -50,42 +45,23 @@ const MAX_TIMEOUT_S = 600;
 const skip = sandboxSkip;
 
 describe('Execution over gRPC (reapi serve)', { skip }, () => {
-  let dataDir: string;
-  let workDir: string;
-  let config: Config;
+  let serve: TestServe;
   let metrics: Metrics;
-  let server: RunningRole;
   let c: ExecClients;
 
   before(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'reapi-exec-data-'));
-    workDir = await mkdtemp(join(tmpdir(), 'reapi-exec-work-'));
-    // The sandbox user must traverse the work dir to reach its exec roots.
-    await chmod(workDir, 0o755);
-    config = parseConfig({
-      port: 0,
-      httpPort: 0,
-      listen: '127.0.0.1',
-      dataDir,
-      logLevel: 'silent',
-      execution: { maxTimeoutSeconds: MAX_TIMEOUT_S },
-      worker: {
-        concurrency: 2,
-        workDir,
-        maxOutputBytes: MAX_OUTPUT,
-        limits: { memoryBytes: MEMORY_LIMIT, maxProcesses: MAX_PROCESSES },
+    serve = await startTestServe(
+      {
+        execution: { maxTimeoutSeconds: MAX_TIMEOUT_S },
+        worker: { maxOutputBytes: MAX_OUTPUT, limits: { memoryBytes: MEMORY_LIMIT, maxProcesses: MAX_PROCESSES } },
       },
-    });
-    metrics = new Metrics({ defaultMetrics: false });
-    server = await startServe(config, silentLogger, metrics);
-    c = connectExec(`127.0.0.1:${server.grpcPort}`, 'main');
+      { name: 'reapi-exec' },
+    );
+    ({ metrics, c } = serve);
   });
 
   after(async () => {
-    c?.close();
-    await server?.close();
-    await rm(dataDir, { recursive: true, force: true });
-    await rm(workDir, { recursive: true, force: true });
+    await serve?.close();
   });
 
   /** reapi_actions_executed_total, all outcomes (or one). */

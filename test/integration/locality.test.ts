@@ -6,14 +6,10 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { unpackAny } from '../../protos/index.ts';
-import { connectExec, execute, uploadAction, type ActionResult, type ExecClients, type TreeSpec } from '../support/execution.ts';
-import { startReapi, type ReapiProcess } from '../support/reapi-process.ts';
-import { startRedis, type TestRedis } from '../support/redis.ts';
+import { execute, uploadAction, type ActionResult, type ExecClients, type TreeSpec } from '../support/execution.ts';
+import { startFleet, type Fleet } from '../support/fleet.ts';
 
 function onPath(cmd: string, args: string[]): boolean {
   try {
@@ -41,42 +37,16 @@ function fetchedBytes(r: ActionResult): number {
 }
 
 describe('locality in a fleet (redis, cas, scheduler, 2 workers)', { skip }, () => {
-  let redis: TestRedis;
-  const dirs: string[] = [];
-  const procs: ReapiProcess[] = [];
+  let fleet: Fleet;
   let c: ExecClients;
 
   before(async () => {
-    redis = await startRedis();
-    const tmp = async (prefix: string) => {
-      const d = await mkdtemp(join(tmpdir(), prefix));
-      dirs.push(d);
-      return d;
-    };
-    const cas = await startReapi(['cas', '--data-dir', await tmp('reapi-loc-cas-'), '--log-level', 'warn']);
-    procs.push(cas);
-    const casAddr = `127.0.0.1:${cas.grpcPort}`;
-    const scheduler = await startReapi(['scheduler', '--redis', redis.url, '--cas', casAddr, '--data-dir', await tmp('reapi-loc-sched-'), '--log-level', 'warn']);
-    procs.push(scheduler);
-    for (let i = 0; i < 2; i++) {
-      const workDir = await tmp(`reapi-loc-w${i}-`);
-      await chmod(workDir, 0o755); // the sandbox user must traverse it
-      procs.push(
-        await startReapi([
-          'worker', '--redis', redis.url, '--cas', casAddr,
-          '--data-dir', await tmp(`reapi-loc-w${i}-data-`), '--work-dir', workDir,
-          '--concurrency', '1', '--log-level', 'warn',
-        ]),
-      );
-    }
-    c = connectExec(`127.0.0.1:${scheduler.grpcPort}`, '');
+    fleet = await startFleet({ name: 'reapi-loc' });
+    c = fleet.c;
   });
 
   after(async () => {
-    c?.close();
-    for (const p of procs.reverse()) await p.stop().catch(() => p.kill());
-    await redis?.stop();
-    for (const d of dirs) await rm(d, { recursive: true, force: true });
+    await fleet?.stop();
   });
 
   const inputs: TreeSpec = { pkg: Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`f${i}`, randomBytes(128 * 1024)])) };

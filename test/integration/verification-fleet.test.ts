@@ -10,7 +10,7 @@
 import { strict as assert } from 'node:assert';
 import { execFile, execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,6 @@ import { digestOf } from '../../common/digest.ts';
 import type { Report } from '../../scheduler/report-store.ts';
 import {
   cachedResult,
-  connectExec,
   execute,
   outputFile,
   uploadAction,
@@ -29,8 +28,8 @@ import {
   type ExecuteOutcome,
   type PreparedAction,
 } from '../support/execution.ts';
-import { startReapi, type ReapiProcess } from '../support/reapi-process.ts';
-import { startRedis, type TestRedis } from '../support/redis.ts';
+import { startFleet, waitFor, type Fleet } from '../support/fleet.ts';
+import type { ReapiProcess } from '../support/reapi-process.ts';
 import { unary } from '../support/storage.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
 
@@ -47,60 +46,22 @@ function onPath(cmd: string): boolean {
 
 const skip = !onPath('redis-server') ? 'redis-server is not installed' : sandboxSkip;
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 describe('verification and audits in a fleet (redis, cas, scheduler, 2 workers)', { skip }, () => {
-  let redis: TestRedis;
-  const dirs: string[] = [];
-  const procs: ReapiProcess[] = [];
+  let fleet: Fleet;
   let scheduler: ReapiProcess;
   let c: ExecClients;
 
   before(async () => {
-    redis = await startRedis();
-    const tmp = async (prefix: string) => {
-      const d = await mkdtemp(join(tmpdir(), prefix));
-      dirs.push(d);
-      return d;
-    };
-    const cas = await startReapi(['cas', '--data-dir', await tmp('reapi-vf-cas-'), '--log-level', 'warn']);
-    procs.push(cas);
-    const casAddr = `127.0.0.1:${cas.grpcPort}`;
-    const config = join(await tmp('reapi-vf-config-'), 'config.json');
+    const configDir = await mkdtemp(join(tmpdir(), 'reapi-vf-config-'));
+    const config = join(configDir, 'config.json');
     await writeFile(config, JSON.stringify({ actionCache: { clientWrites: 'allow' } }));
-    scheduler = await startReapi([
-      'scheduler', '--redis', redis.url, '--cas', casAddr, '--config', config,
-      '--verify-rate', '1', '--audit-rate', '1',
-      '--data-dir', await tmp('reapi-vf-sched-'), '--log-level', 'warn',
-    ]);
-    procs.push(scheduler);
-    for (let i = 0; i < 2; i++) {
-      const workDir = await tmp(`reapi-vf-w${i}-`);
-      await chmod(workDir, 0o755); // the sandbox user must traverse it
-      procs.push(
-        await startReapi([
-          'worker', '--redis', redis.url, '--cas', casAddr,
-          '--data-dir', await tmp(`reapi-vf-w${i}-data-`), '--work-dir', workDir,
-          '--concurrency', '1', '--log-level', 'warn',
-        ]),
-      );
-    }
-    c = connectExec(`127.0.0.1:${scheduler.grpcPort}`, '');
+    fleet = await startFleet({ name: 'reapi-vf', schedulerArgs: ['--config', config, '--verify-rate', '1', '--audit-rate', '1'] });
+    await rm(configDir, { recursive: true, force: true });
+    ({ scheduler, c } = fleet);
   });
 
   after(async () => {
-    c?.close();
-    for (const p of procs.reverse()) await p.stop().catch(() => p.kill());
-    await redis?.stop();
-    for (const d of dirs) await rm(d, { recursive: true, force: true });
+    await fleet?.stop();
   });
 
   async function reports(query = ''): Promise<Report[]> {

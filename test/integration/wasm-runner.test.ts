@@ -6,19 +6,14 @@
 // (the worker's sandbox starts with the server; one test runs an ordinary action beside wasm ones).
 // Run: node --import tsx --test test/integration/wasm-runner.test.ts
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { status } from '@grpc/grpc-js';
-import { startServe, type RunningRole } from '../../cli/roles.ts';
+import { startServe } from '../../cli/roles.ts';
 import { ExpandError, expand, prepareExpansion, type ExpandRequest } from '../../clients/expand-client.ts';
-import { connectExec, execute, lookupActionResult, outputFile, run, stderrOf, stdoutOf, uploadMissing, type ExecClients } from '../../clients/remote-execution.ts';
-import { parseConfig } from '../../common/config.ts';
-import { silentLogger } from '../../common/logger.ts';
-import { Metrics } from '../../common/metrics.ts';
+import { execute, lookupActionResult, outputFile, run, stderrOf, stdoutOf, uploadMissing, type ExecClients } from '../../clients/remote-execution.ts';
 import { assemble, op, packed, stringAbiHelpers, stringMacro, type FuncDef, type ImportDef } from '../support/wasm-module.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
+import { startTestServe, type TestServe } from '../support/serve.ts';
 
 const MiB = 1024 * 1024;
 const MEMORY_CAP = 64 * MiB;
@@ -150,32 +145,16 @@ function wattGuest(version: 'watt-0.5' | 'watt-0.4'): Buffer {
 // ---------------------------------------------------------------------------------------------
 
 describe('WasmRunner through reapi serve', { skip: sandboxSkip }, () => {
-  let dataDir: string;
-  let workDir: string;
-  let server: RunningRole;
+  let serve: TestServe;
   let c: ExecClients;
 
   before(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'reapi-wasm-data-'));
-    workDir = await mkdtemp(join(tmpdir(), 'reapi-wasm-work-'));
-    await chmod(workDir, 0o755);
-    const config = parseConfig({
-      port: 0,
-      httpPort: 0,
-      listen: '127.0.0.1',
-      dataDir,
-      logLevel: 'silent',
-      worker: { concurrency: 2, workDir, limits: { memoryBytes: MEMORY_CAP } },
-    });
-    server = await startServe(config, silentLogger, new Metrics({ defaultMetrics: false }));
-    c = connectExec(`127.0.0.1:${server.grpcPort}`, 'wasm');
+    serve = await startTestServe({ worker: { limits: { memoryBytes: MEMORY_CAP } } }, { name: 'reapi-wasm', instance: 'wasm' });
+    c = serve.c;
   });
 
   after(async () => {
-    c?.close();
-    await server?.close();
-    await rm(dataDir, { recursive: true, force: true });
-    await rm(workDir, { recursive: true, force: true });
+    await serve?.close();
   });
 
   const req = (module: Buffer, entry: string, input: string, extra: Partial<ExpandRequest> = {}): ExpandRequest => ({
