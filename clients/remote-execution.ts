@@ -251,13 +251,21 @@ export async function uploadMissing(c: ExecClients, blobs: Blobs): Promise<{ upl
 
 /**
  * The ActionCache entry of `actionDigest`, or undefined when there is none (NOT_FOUND). `inline`
- * asks for stdout and stderr inline (saves two reads when they are printed right away).
+ * asks for stdout and stderr inline (saves two reads when they are printed right away);
+ * `requestMetadata` names the target and mnemonic for the server's logs and audits.
  */
-export async function lookupActionResult(c: ExecClients, actionDigest: Digest, opts: { inline?: boolean } = {}): Promise<ActionResult | undefined> {
+export async function lookupActionResult(
+  c: ExecClients,
+  actionDigest: Digest,
+  opts: { inline?: boolean; requestMetadata?: MessageInput<'RequestMetadata'> } = {},
+): Promise<ActionResult | undefined> {
   const req: MessageInput<'GetActionResultRequest'> = { instance_name: c.instance, action_digest: actionDigest };
   if (opts.inline) Object.assign(req, { inline_stdout: true, inline_stderr: true });
+  const metadata = opts.requestMetadata ? requestMetadataHeader(opts.requestMetadata) : new grpc.Metadata();
   try {
-    return await unary(c.actionCache, c.actionCache.GetActionResult, req);
+    return await new Promise<ActionResult>((resolve, reject) => {
+      c.actionCache.GetActionResult(req, metadata, (err, res) => (err ? reject(err) : res ? resolve(res) : reject(new Error('GetActionResult ended without a response'))));
+    });
   } catch (err) {
     if (isServiceError(err) && err.code === grpc.status.NOT_FOUND) return undefined;
     throw err;

@@ -12,13 +12,12 @@ import { lstat, mkdir, readdir, readFile, rm, stat, symlink, writeFile, chmod } 
 import { arch } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
-import type * as grpc from '@grpc/grpc-js';
 
 import { digestOf, type Digest } from '../../common/digest.ts';
 import { decode, encode, type MessageInput, type MessageOutput } from '../../protos/index.ts';
 import { unary } from '../grpc-calls.ts';
-import { execute, readBlob, requestMetadataHeader, uploadBlobs, type ActionResult, type ExecClients } from '../remote-execution.ts';
-import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from '../../worker/runners/build-script-runner.ts';
+import { execute, lookupActionResult, readBlob, uploadBlobs, type ActionResult, type ExecClients } from '../remote-execution.ts';
+import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from '../../worker/runners/build-script-contract.ts';
 import { passedEnv, resolvePolicy, type ActionPolicy, type LoadedPolicy } from './policy.ts';
 
 const run = promisify(execFile);
@@ -329,21 +328,6 @@ export async function prepareBuildScript(ctx: ClientContext, req: BuildScriptReq
   };
 }
 
-function callWithMetadata<Req, Res>(
-  client: grpc.Client,
-  method: (request: Req, metadata: grpc.Metadata, callback: grpc.requestCallback<Res>) => grpc.ClientUnaryCall,
-  request: Req,
-  metadata: grpc.Metadata,
-): Promise<Res> {
-  return new Promise((resolvePromise, reject) => {
-    method.call(client, request, metadata, (err, res) => (err ? reject(err) : res === undefined ? reject(new Error('no response')) : resolvePromise(res)));
-  });
-}
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof Error && (err as { code?: number }).code === 5;
-}
-
 /** Uploads the blobs the CAS does not have (FindMissingBlobs first). */
 async function uploadMissingSources(c: ExecClients, sources: PreparedBuildScript['sources']): Promise<number> {
   const digests = [...sources].filter(([, s]) => s.size > 0).map(([hash, s]) => ({ hash, size_bytes: s.size }));
@@ -420,21 +404,10 @@ export async function runBuildScript(ctx: ClientContext, req: BuildScriptRequest
   }
   lap('prepare');
   const c = ctx.clients;
-  const md = requestMetadataHeader(prepared.metadata);
   try {
-    let result: ActionResult | undefined;
+    let result = await lookupActionResult(c, prepared.actionDigest, { inline: true, requestMetadata: prepared.metadata });
     let source: BuildScriptResult['source'] = 'hit';
     let warning = '';
-    try {
-      result = await callWithMetadata(
-        c.actionCache,
-        c.actionCache.GetActionResult as unknown as (r: MessageInput<'GetActionResultRequest'>, m: grpc.Metadata, cb: grpc.requestCallback<ActionResult>) => grpc.ClientUnaryCall,
-        { instance_name: c.instance, action_digest: prepared.actionDigest, inline_stdout: true, inline_stderr: true },
-        md,
-      );
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
     lap('lookup');
     if (!result) {
       source = 'executed';

@@ -30,16 +30,7 @@ import { actionPolicySchema, allowHint, TOOL_GROUPS, type ActionPolicy } from '.
 import type { Logger } from '../../common/logger.ts';
 import type { RunFailure, RunOutcome, RunSpec, Runner } from '../runner.ts';
 import type { BwrapRunner, SandboxMounts } from './bwrap-runner.ts';
-
-/** The platform property that routes build scripts here, and its protocol version. */
-export const BUILD_SCRIPT_PROPERTY = 'cargo-build-script';
-export const BUILD_SCRIPT_PROTOCOL = '1';
-/** The release of the worker's rustc (`rustc -vV`), e.g. 1.63.0: build scripts probe it. */
-export const RUSTC_RELEASE_PROPERTY = 'rustc-release';
-/** Where the exec root appears inside the sandbox unless the verifier moves it. */
-export const CANONICAL_ROOT = '/build-script';
-/** Layout of the input root (relative paths). */
-export const LAYOUT = { binary: '.reapi/build-script-build', policy: '.reapi/policy.json', deps: '.reapi/dep', src: 'src', out: 'out' } as const;
+import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from './build-script-contract.ts';
 
 const TRACE_DIR = '.reapi-trace';
 const HELPERS = '/run/reapi';

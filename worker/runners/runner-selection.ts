@@ -5,7 +5,8 @@ import type { Logger } from '../../common/logger.ts';
 import type { PlatformProperties } from '../../scheduler/job-queue.ts';
 import type { Runner } from '../runner.ts';
 import type { BwrapRunner } from './bwrap-runner.ts';
-import { BUILD_SCRIPT_PROPERTY, BuildScriptRunner } from './build-script-runner.ts';
+import { BUILD_SCRIPT_PROPERTY } from './build-script-contract.ts';
+import { BuildScriptRunner } from './build-script-runner.ts';
 import { WASM_MACRO_PLATFORM } from './wasm/contract.ts';
 import { WasmRunner } from './wasm/wasm-runner.ts';
 
