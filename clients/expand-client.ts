@@ -84,7 +84,8 @@ async function outputOf(c: ExecClients, result: ActionResult): Promise<Buffer | 
 export async function expand(c: ExecClients, req: ExpandRequest): Promise<ExpandResult> {
   const prepared = prepareExpansion(req);
   const { actionDigest } = prepared;
-  const hit = await lookupActionResult(c, actionDigest);
+  // The expansion comes inline with the entry: a hit is one round trip.
+  const hit = await lookupActionResult(c, actionDigest, { inlineOutputFiles: [EXPAND_FILES.output] });
   if (hit && hit.exit_code === 0) {
     const output = await outputOf(c, hit);
     if (output !== undefined) return { output, cached: true, actionDigest };

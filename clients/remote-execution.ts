@@ -251,16 +251,18 @@ export async function uploadMissing(c: ExecClients, blobs: Blobs): Promise<{ upl
 
 /**
  * The ActionCache entry of `actionDigest`, or undefined when there is none (NOT_FOUND). `inline`
- * asks for stdout and stderr inline (saves two reads when they are printed right away);
+ * asks for stdout and stderr inline (saves two reads when they are printed right away), and
+ * `inlineOutputFiles` the contents of those output files (the server inlines what fits its budget);
  * `requestMetadata` names the target and mnemonic for the server's logs and audits.
  */
 export async function lookupActionResult(
   c: ExecClients,
   actionDigest: Digest,
-  opts: { inline?: boolean; requestMetadata?: MessageInput<'RequestMetadata'> } = {},
+  opts: { inline?: boolean; inlineOutputFiles?: string[]; requestMetadata?: MessageInput<'RequestMetadata'> } = {},
 ): Promise<ActionResult | undefined> {
   const req: MessageInput<'GetActionResultRequest'> = { instance_name: c.instance, action_digest: actionDigest };
   if (opts.inline) Object.assign(req, { inline_stdout: true, inline_stderr: true });
+  if (opts.inlineOutputFiles?.length) req.inline_output_files = opts.inlineOutputFiles;
   const metadata = opts.requestMetadata ? requestMetadataHeader(opts.requestMetadata) : new grpc.Metadata();
   try {
     return await new Promise<ActionResult>((resolve, reject) => {
@@ -419,7 +421,9 @@ export async function stderrOf(c: ExecClients, result: ActionResult): Promise<st
 export async function outputFile(c: ExecClients, result: ActionResult, path: string): Promise<{ data: Buffer; executable: boolean } | undefined> {
   const f = result.output_files.find((o) => o.path === path);
   if (!f) return undefined;
-  return { data: await readBlob(c, f.digest), executable: f.is_executable };
+  // Inlined by GetActionResult (inline_output_files): no read needed.
+  const inlined = f.contents.length > 0 && f.contents.length === Number(f.digest?.size_bytes ?? -1);
+  return { data: inlined ? f.contents : await readBlob(c, f.digest), executable: f.is_executable };
 }
 
 /** An output directory's Tree, flattened to path -> {data, executable} (symlinks as `-> target`). */
