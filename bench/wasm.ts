@@ -1,6 +1,6 @@
 // Wasm macro benchmark, same run, same macro (guest/examples/describe: syn + quote), same input:
 //   1. expansion time: native (the same Rust functions in a native binary, looped in-process) vs
-//      wasm (a fresh instance + the expansion, in an expansion thread; and the pool round trip seen
+//      wasm (a fresh instance made while the thread was idle + the expansion, in an expansion thread; and the pool round trip seen
 //      from the main thread), for a small struct and a 200-field struct. Target: wasm within 3x.
 //   2. through the fleet (`reapi serve` child process, the client library in this process with a
 //      warm channel): an executed expansion (skip_cache_lookup) and the round trip of an expansion
@@ -85,7 +85,7 @@ export async function main(args: string[] = []): Promise<void> {
       const ratio = wasm / nat;
       rows.push({ name: `  ${name}: native`, value: `${fmtNum(nat, 3)} ms`, note: `${reps} expansions looped in one process` });
       rows.push({
-        name: `  ${name}: wasm (fresh instance + expansion)`,
+        name: `  ${name}: wasm (a fresh instance, made while idle, + expansion)`,
         value: `${fmtNum(wasm, 3)} ms`,
         ratio: `${fmtNum(ratio, 2)}x native`,
         target: below(ratio, TARGET_RATIO, `< ${TARGET_RATIO}x`),

@@ -1,12 +1,16 @@
 // An expansion thread: runs one macro expansion at a time, each in a fresh instance of the
 // module (compiled modules are cached per thread). The pool terminates the thread on timeout.
+// Instantiating costs more than a small expansion, so after each expansion of a string-ABI module
+// the thread makes the next fresh instance while it is idle: never called before it is used, it
+// is the same state as one made on demand (watt instances are bound to their host, so made then).
 import { parentPort } from 'node:worker_threads';
 import type { ExpansionResult, JobMessage, ResultMessage } from './protocol.ts';
 import { GuestPanic, WattAbiError, WattHost, expandWatt, type WattExports } from './watt-host.ts';
 import { LexError } from './rust-tokens.ts';
-import { Wasm, type WasmMemory, type WasmModule } from './wasm-api.ts';
+import { Wasm, type WasmInstance, type WasmMemory, type WasmModule } from './wasm-api.ts';
 
 const MAX_CACHED_MODULES = 16;
+const MAX_SPARE_MEMORY_BYTES = 16 * 1024 * 1024;
 const compiled = new Map<string, WasmModule>();
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -22,8 +26,34 @@ function compile(job: JobMessage['job']): WasmModule {
   if (!job.module) throw new NeedModule();
   const m = new Wasm.Module(job.module);
   compiled.set(job.moduleKey, m);
-  if (compiled.size > MAX_CACHED_MODULES) compiled.delete(compiled.keys().next().value!);
+  if (compiled.size > MAX_CACHED_MODULES) {
+    const oldest = compiled.keys().next().value!;
+    compiled.delete(oldest);
+    spares.delete(oldest);
+  }
   return m;
+}
+
+/** A never-used instance per module (string ABI), made ahead while the thread was idle. */
+const spares = new Map<string, WasmInstance>();
+
+function freshStringInstance(key: string, module: WasmModule): WasmInstance {
+  const spare = spares.get(key);
+  spares.delete(key);
+  return spare ?? new Wasm.Instance(module, {});
+}
+
+function makeSpare(key: string): void {
+  const module = compiled.get(key);
+  if (!module || spares.has(key)) return;
+  try {
+    const instance = new Wasm.Instance(module, {});
+    // Only small ones: a spare's memory is held while idle.
+    const memory = instance.exports.memory as WasmMemory | undefined;
+    if (memory && memory.buffer.byteLength <= MAX_SPARE_MEMORY_BYTES) spares.set(key, instance);
+  } catch {
+    // e.g. a start function that traps: the next expansion instantiates (and reports) it itself
+  }
 }
 
 class BadOutput extends Error {}
@@ -95,7 +125,7 @@ function run(job: JobMessage['job']): ExpansionResult | 'need-module' {
   let memory: WasmMemory | undefined;
   const memoryBytes = () => memory?.buffer.byteLength ?? 0;
   try {
-    const instance = new Wasm.Instance(module, watt ? watt.imports(job.abi) : {});
+    const instance = watt ? new Wasm.Instance(module, watt.imports(job.abi)) : freshStringInstance(job.moduleKey, module);
     memory = instance.exports.memory as WasmMemory;
     let output: string;
     if (watt) {
@@ -140,5 +170,6 @@ parentPort!.on('message', (msg: JobMessage) => {
   const result = run(msg.job);
   const reply: ResultMessage = result === 'need-module' ? { id: msg.id, needModule: true } : { id: msg.id, result };
   parentPort!.postMessage(reply);
+  if (msg.job.abi === 'string') setImmediate(() => makeSpare(msg.job.moduleKey));
 });
 parentPort!.postMessage('ready');
