@@ -62,7 +62,7 @@ export interface ExecutionBenchOptions {
 const TARGET_NOOP_RATIO = 3;
 const TARGET_COLD_RATIO = 1.5;
 const TARGET_WARM_RATIO = 1.2;
-/** Flags of the raw bwrap baseline: /work/shared/notes/sandbox.md. */
+/** Flags of the raw bwrap baseline: an unprivileged bwrap with the same namespaces as a run. */
 function rawBwrapArgs(execRoot: string): string[] {
   return [
     '--ro-bind', '/usr', '/usr',

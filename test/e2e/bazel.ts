@@ -1,7 +1,7 @@
 // Harness for end-to-end tests that drive a real Bazel (Debian's bazel-bootstrap 4.2.3) against the
 // workspace in test/e2e/workspace. Each Bazel instance works on a private copy of the workspace,
 // with its own output_user_root and HOME under a fresh temp dir, so tests never write into the repo
-// and can run side by side. See /work/shared/notes/bazel-offline.md.
+// and can run side by side. Bazel runs offline: see the WORKSPACE for the local stand-ins.
 import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { chmod, cp, mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';

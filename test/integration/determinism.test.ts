@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, homedir, tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -147,7 +147,7 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
 }
 
 function findRustc(): string | undefined {
-  const candidates = [...(process.env.PATH ?? '').split(delimiter).map((d) => join(d, 'rustc')), '/root/.cargo/bin/rustc', '/usr/local/cargo/bin/rustc'];
+  const candidates = [...(process.env.PATH ?? '').split(delimiter).map((d) => join(d, 'rustc')), join(homedir(), '.cargo/bin/rustc'), '/usr/local/cargo/bin/rustc', '/usr/bin/rustc'];
   return candidates.find((p) => existsSync(p));
 }
 
