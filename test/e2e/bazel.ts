@@ -3,10 +3,11 @@
 // with its own output_user_root and HOME under a fresh temp dir, so tests never write into the repo
 // and can run side by side. Bazel runs offline: see the WORKSPACE for the local stand-ins.
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { chmod, cp, mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, delimiter, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
+import { findOnPath } from '../support/commands.ts';
 import { fileURLToPath } from 'node:url';
 
 /** The workspace shipped with the tests. */
@@ -155,21 +156,9 @@ export function parseTotalActions(output: string): number | undefined {
   return last === undefined ? undefined : Number(last[1]);
 }
 
-function onPath(cmd: string): boolean {
-  const candidates = cmd.includes('/') ? [cmd] : (process.env['PATH'] ?? '').split(delimiter).map((d) => join(d, cmd));
-  return candidates.some((p) => {
-    try {
-      accessSync(p, constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
-
 /** Whether a Bazel binary and its install base are present. */
 export function bazelAvailable(): boolean {
-  return onPath(BAZEL_BIN) && existsSync(join(DEFAULT_INSTALL_BASE, 'A-server.jar'));
+  return findOnPath(BAZEL_BIN) !== undefined && existsSync(join(DEFAULT_INSTALL_BASE, 'A-server.jar'));
 }
 
 /** The flags that point Bazel at our server (see the notes). */

@@ -6,7 +6,6 @@
 // Needs bazel, redis-server, bwrap and root (the workers' sandbox).
 // Run: node --import tsx --test test/e2e/fleet.test.ts
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, rm, rmdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
@@ -15,26 +14,10 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { WORKSPACE_SPAWNS, bazelAvailable, createBazel, parseProcessSummary, type Bazel, type RunResult } from './bazel.ts';
 import { httpGet, metricValue, startReapi, type ReapiProcess } from '../support/reapi-process.ts';
-import { startRedis, type TestRedis } from '../support/redis.ts';
+import { redisSkip, startRedis, type TestRedis } from '../support/redis.ts';
+import { sandboxSkip } from '../support/sandbox.ts';
 
-function onPath(cmd: string, args: string[]): boolean {
-  try {
-    execFileSync(cmd, args, { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const skip = !bazelAvailable()
-  ? 'bazel is not installed'
-  : !onPath('redis-server', ['--version'])
-    ? 'redis-server is not installed'
-    : !onPath('bwrap', ['--version'])
-      ? 'bwrap is not installed'
-      : process.getuid?.() !== 0
-        ? 'the bwrap workers need root'
-        : false;
+const skip = !bazelAvailable() ? 'bazel is not installed' : redisSkip || sandboxSkip;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

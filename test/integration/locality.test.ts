@@ -4,29 +4,15 @@
 // ResourceUsage in ExecutedActionMetadata.auxiliary_metadata says how many bytes it fetched).
 // Needs redis-server, bwrap and root (the workers' sandbox).
 import { strict as assert } from 'node:assert';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { unpackAny } from '../../protos/index.ts';
 import { execute, uploadAction, type ActionResult, type ExecClients, type TreeSpec } from '../support/execution.ts';
 import { startFleet, type Fleet } from '../support/fleet.ts';
+import { redisSkip } from '../support/redis.ts';
+import { sandboxSkip } from '../support/sandbox.ts';
 
-function onPath(cmd: string, args: string[]): boolean {
-  try {
-    execFileSync(cmd, args, { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const skip = !onPath('redis-server', ['--version'])
-  ? 'redis-server is not installed'
-  : !onPath('bwrap', ['--version'])
-    ? 'bwrap is not installed'
-    : process.getuid?.() !== 0
-      ? 'the bwrap workers need root'
-      : false;
+const skip = redisSkip || sandboxSkip;
 
 /** Bytes the worker fetched from the CAS for this execution. */
 function fetchedBytes(r: ActionResult): number {

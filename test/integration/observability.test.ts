@@ -4,11 +4,12 @@
 // configuration and rules.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { findOnPath } from '../support/commands.ts';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Metrics } from '../../common/metrics.ts';
@@ -25,21 +26,8 @@ const RULE_TESTS = readdirSync(join(PROM_DIR, 'tests'))
   .map((f) => join(PROM_DIR, 'tests', f));
 const DASHBOARDS = ['overview', 'determinism', 'storage'].map((n) => join(ROOT, 'deploy/grafana', `${n}.json`));
 
-function onPath(cmd: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(delimiter)) {
-    const p = join(dir, cmd);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
-}
-
-const PROMTOOL = onPath('promtool');
-const PROMETHEUS = onPath('prometheus');
+const PROMTOOL = findOnPath('promtool');
+const PROMETHEUS = findOnPath('prometheus');
 const noPromtool = !PROMTOOL && 'promtool is not installed (Debian package prometheus)';
 const isRoot = process.getuid?.() === 0;
 

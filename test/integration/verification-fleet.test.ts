@@ -8,7 +8,7 @@
 // - a poisoned entry served from the cache is audited by a worker, removed and reported.
 // Needs redis-server, bwrap and root (the workers' sandbox).
 import { strict as assert } from 'node:assert';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,22 +29,14 @@ import {
   type PreparedAction,
 } from '../support/execution.ts';
 import { startFleet, waitFor, type Fleet } from '../support/fleet.ts';
+import { redisSkip } from '../support/redis.ts';
 import type { ReapiProcess } from '../support/reapi-process.ts';
 import { unary } from '../support/storage.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
 
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/reapi.mjs');
 
-function onPath(cmd: string): boolean {
-  try {
-    execFileSync(cmd, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const skip = !onPath('redis-server') ? 'redis-server is not installed' : sandboxSkip;
+const skip = redisSkip || sandboxSkip;
 
 describe('verification and audits in a fleet (redis, cas, scheduler, 2 workers)', { skip }, () => {
   let fleet: Fleet;

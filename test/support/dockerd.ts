@@ -1,11 +1,12 @@
 // A private Docker daemon for tests and benchmarks: started by scripts/docker/start-dockerd.sh in a
 // fresh temp dir (overlay2, --bridge=none, --iptables=false, its own socket), with the base images
 // imported by scripts/docker/build-images.sh. Never touches a system daemon or /var/run/docker.sock.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { findOnPath } from './commands.ts';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
@@ -18,20 +19,11 @@ export const BUSYBOX_IMAGE = 'reapi-busybox:latest';
 
 const run = promisify(execFile);
 
-function onPath(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Why Docker tests cannot run here, or false when they can. */
 export function dockerSkipReason(): string | false {
   if (process.getuid?.() !== 0) return 'needs root (dockerd)';
   for (const [cmd, pkg] of [['dockerd', 'docker.io'], ['docker', 'docker.io'], ['curl', 'curl']] as const) {
-    if (!onPath(cmd)) return `${cmd} is not installed (apt-get install ${pkg}; scripts/bootstrap.sh --test)`;
+    if (!findOnPath(cmd)) return `${cmd} is not installed (apt-get install ${pkg}; scripts/bootstrap.sh --test)`;
   }
   if (!existsSync('/bin/busybox') || !existsSync('/bin/bash-static')) return 'busybox-static and bash-static are needed for the test image';
   if (!readFileSync('/proc/filesystems', 'utf8').includes('overlay')) return 'the kernel has no overlay filesystem';

@@ -4,6 +4,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { findOnPath } from './commands.ts';
+
+/** A skip reason for tests that start a redis-server, or false when they can run. */
+export const redisSkip: string | false = findOnPath('redis-server') ? false : 'redis-server is not installed';
 
 export interface TestRedis {
   url: string;
