@@ -79,6 +79,19 @@ export const configSchema = z
         platform: z.record(z.string(), z.string()).default({ OSFamily: 'Linux', ISA: 'x86-64' }),
         /** Largest stdout or stderr kept per action. */
         maxOutputBytes: sizeBytes.default(64 * 1024 * 1024),
+        /**
+         * What one input root may expand to; larger ones are refused with INVALID_ARGUMENT before
+         * anything is fetched or created (a Directory DAG of a few KiB can name 2^30 directories).
+         */
+        inputLimits: z
+          .object({
+            maxEntries: z.number().int().min(1).default(2_000_000),
+            maxFiles: z.number().int().min(1).default(1_000_000),
+            maxBytes: sizeBytes.default(64 * 1024 ** 3),
+            maxDepth: z.number().int().min(1).default(512),
+          })
+          .strict()
+          .prefault({}),
         /** Sandbox limits for every action. */
         limits: z
           .object({

@@ -117,7 +117,22 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
     let release = () => {};
     try {
       const workerStart = Date.now();
-      const inputs = await materializeInputRoot(cache, action.input_root_digest!, execRoot, { copy: variation?.copyInputs });
+      // Materialising counts against the action's timeout: a huge or slow input root cannot hold
+      // a worker longer than the action itself may run.
+      const inputDeadline = AbortSignal.timeout(Math.max(1, loaded.timeoutMs));
+      let inputs: Awaited<ReturnType<typeof materializeInputRoot>>;
+      try {
+        inputs = await materializeInputRoot(cache, action.input_root_digest!, execRoot, {
+          copy: variation?.copyInputs,
+          limits: config.worker.inputLimits,
+          signal: AbortSignal.any([ctx.signal, inputDeadline]),
+        });
+      } catch (err) {
+        if (inputDeadline.aborted && !ctx.signal.aborted) {
+          throw new ReapiError(Status.DEADLINE_EXCEEDED, `action timed out after ${loaded.timeoutMs / 1000} s while its input root was being materialised`);
+        }
+        throw err;
+      }
       release = inputs.release;
       await createOutputParents(execRoot, command);
       const fetchEnd = Date.now();
@@ -127,7 +142,7 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
         argv: command.arguments,
         env: environment(command),
         workingDirectory: command.working_directory,
-        timeoutMs: loaded.timeoutMs,
+        timeoutMs: Math.max(1, loaded.timeoutMs - (fetchEnd - workerStart)),
         limits: limitsFor(config, loaded.platform),
         maxOutputBytes: config.worker.maxOutputBytes,
         variation: variation?.variation,

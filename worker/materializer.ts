@@ -1,8 +1,8 @@
 // Turns an input root (a Directory Merkle tree in the CAS) into a real directory: fetch and check
 // every Directory, fetch every file into the local content cache, then hardlink files from it.
 // Also creates the parents of declared outputs, which REAPI makes the server's job.
-import { lstat, mkdir, realpath, symlink } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { mkdir, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { digestKey, validateDigest, type Digest } from '../common/digest.ts';
 import { invalidArgument, missingBlobs, ReapiError } from '../common/errors.ts';
 import { readBlob } from '../cas/blob-io.ts';
@@ -10,6 +10,7 @@ import { decodeDirectory } from '../cas/tree.ts';
 import type { MessageInput } from '../protos/index.ts';
 import { forEachLimit } from '../common/concurrency.ts';
 import type { LocalContentCache } from './content-cache.ts';
+import { components, ConfinedDir, EscapeError, NotFoundError } from './confined-dir.ts';
 import { declaredOutputs, validateDirectory, type Directory } from './directory-validation.ts';
 
 /**
@@ -38,6 +39,71 @@ export interface MaterializedInputs {
   release(): void;
 }
 
+/** Bounds on what one input root may expand to (a Directory DAG can name a subtree many times). */
+export interface InputLimits {
+  /** Files, directories and symlinks of the expanded tree. */
+  maxEntries: number;
+  maxFiles: number;
+  /** Total size of the expanded tree's files. */
+  maxBytes: number;
+  /** Directory levels below the root. */
+  maxDepth: number;
+}
+
+export const DEFAULT_INPUT_LIMITS: InputLimits = { maxEntries: 2_000_000, maxFiles: 1_000_000, maxBytes: 64 * 1024 ** 3, maxDepth: 512 };
+
+interface TreeSize {
+  entries: number;
+  files: number;
+  bytes: number;
+  depth: number;
+}
+
+/** Saturating sum: expanded sizes of a DAG can pass 2^53. */
+const add = (a: number, b: number): number => Math.min(Number.MAX_SAFE_INTEGER, a + b);
+
+/**
+ * What the tree under `rootKey` expands to, from the deduplicated Directories (iteratively: a deep
+ * chain must not overflow the stack). Content addressing rules out cycles.
+ */
+function expandedSize(rootKey: string, dirs: Map<string, Directory>): TreeSize {
+  const memo = new Map<string, TreeSize>();
+  const stack: Array<{ key: string; next: number }> = [{ key: rootKey, next: 0 }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const dir = dirs.get(top.key)!;
+    if (top.next < dir.directories.length) {
+      const child = digestKey(dir.directories[top.next++]!.digest!);
+      if (!memo.has(child)) stack.push({ key: child, next: 0 });
+      continue;
+    }
+    const size: TreeSize = { entries: dir.files.length + dir.symlinks.length + dir.directories.length, files: dir.files.length, bytes: 0, depth: 0 };
+    for (const f of dir.files) size.bytes = add(size.bytes, Number(f.digest!.size_bytes));
+    for (const sub of dir.directories) {
+      const c = memo.get(digestKey(sub.digest!))!;
+      size.entries = add(size.entries, c.entries);
+      size.files = add(size.files, c.files);
+      size.bytes = add(size.bytes, c.bytes);
+      size.depth = Math.max(size.depth, c.depth + 1);
+    }
+    memo.set(top.key, size);
+    stack.pop();
+  }
+  return memo.get(rootKey)!;
+}
+
+function checkLimits(size: TreeSize, limits: InputLimits, root: Digest): void {
+  const over = (what: string, n: number, limit: number, key: keyof InputLimits) =>
+    invalidArgument(
+      `input root ${digestKey(root)} expands to ${n >= Number.MAX_SAFE_INTEGER ? 'more than 2^53' : n} ${what}, over this worker's limit of ${limit} ` +
+        `(worker.inputLimits.${key}); a Directory named many times counts each time it appears`,
+    );
+  if (size.depth > limits.maxDepth) throw over('directory levels', size.depth, limits.maxDepth, 'maxDepth');
+  if (size.entries > limits.maxEntries) throw over('entries', size.entries, limits.maxEntries, 'maxEntries');
+  if (size.files > limits.maxFiles) throw over('files', size.files, limits.maxFiles, 'maxFiles');
+  if (size.bytes > limits.maxBytes) throw over('bytes of files', size.bytes, limits.maxBytes, 'maxBytes');
+}
+
 const READ_CONCURRENCY = 32;
 const LINK_CONCURRENCY = 64;
 
@@ -52,8 +118,12 @@ export async function materializeInputRoot(
   cache: LocalContentCache,
   inputRootDigest: Digest,
   execRoot: string,
-  opts: { copy?: boolean } = {},
+  opts: { copy?: boolean; limits?: InputLimits; signal?: AbortSignal } = {},
 ): Promise<MaterializedInputs> {
+  const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
+  const checkAborted = (): void => {
+    if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error(String(opts.signal.reason));
+  };
   const rootDigest = validateDigest(inputRootDigest, 'input_root_digest');
   const releases: Array<() => void> = [];
   const release = (): void => {
@@ -67,6 +137,8 @@ export async function materializeInputRoot(
     let level: Digest[] = [rootDigest];
     const seen = new Set<string>([digestKey(rootDigest)]);
     for (let depth = 0; level.length > 0; depth++) {
+      checkAborted();
+      if (depth > limits.maxDepth) checkLimits({ entries: 0, files: 0, bytes: 0, depth }, limits, rootDigest);
       releases.push(cache.pin(level));
       const got = await cache.ensure(level);
       fetchedBytes += got.fetchedBytes;
@@ -93,6 +165,10 @@ export async function materializeInputRoot(
       level = next;
     }
 
+    // Refused before a single file is fetched or created: a DAG of a few KiB can stand for 2^30
+    // directories.
+    if (missing.length === 0) checkLimits(expandedSize(digestKey(rootDigest), dirs), limits, rootDigest);
+
     const plain: Digest[] = [];
     const executable: Digest[] = [];
     for (const dir of dirs.values()) {
@@ -114,6 +190,7 @@ export async function materializeInputRoot(
     const leaves: Array<() => Promise<unknown>> = [];
     await mkdir(execRoot, { recursive: true });
     const build = async (digest: Digest, path: string): Promise<void> => {
+      checkAborted();
       const dir = dirs.get(digestKey(digest))!;
       for (const f of dir.files) {
         const d = { hash: f.digest!.hash, size_bytes: Number(f.digest!.size_bytes) };
@@ -133,7 +210,10 @@ export async function materializeInputRoot(
       }
     };
     await build(rootDigest, execRoot);
-    await forEachLimit(leaves, LINK_CONCURRENCY, (op) => op().then(() => {}));
+    await forEachLimit(leaves, LINK_CONCURRENCY, (op) => {
+      checkAborted();
+      return op().then(() => {});
+    });
     return { ...stats, fetchedBytes, release };
   } catch (err) {
     release();
@@ -146,57 +226,37 @@ type OutputCommand = Pick<
   'output_files' | 'output_directories' | 'output_paths' | 'working_directory'
 >;
 
-function isInside(root: string, path: string): boolean {
-  return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
-}
-
 /**
  * Create the directories leading up to every declared output (not the outputs themselves), as
  * REAPI requires of the server: `output_paths`, or `output_files` + `output_directories`, all
  * relative to `working_directory`. INVALID_ARGUMENT for absolute paths or paths escaping the
- * exec root (also through a symlink of the input root), and when a parent is an input file.
+ * exec root (also through symlinks of the input root, chained or not), and when a parent is an
+ * input file. Symlinks are followed only by a confined walk (worker/confined-dir.ts), never by
+ * the kernel, so nothing is ever created outside the exec root.
  */
 export async function createOutputParents(execRoot: string, command: OutputCommand): Promise<void> {
   const outputs = declaredOutputs(command);
-  const rootReal = await realpath(execRoot);
-  /** Parent path relative to the exec root -> the real directory it leads to. */
-  const resolved = new Map<string, string>();
-  for (const out of outputs) {
-    const parts = out.path === '' ? [] : out.path.split('/');
-    parts.pop();
-    let cur = rootReal;
-    let rel = '';
-    for (const part of parts) {
-      rel = rel === '' ? part : `${rel}/${part}`;
-      const known = resolved.get(rel);
-      if (known !== undefined) {
-        cur = known;
-        continue;
-      }
-      const next = join(cur, part);
-      const st = await lstat(next).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return undefined;
-        throw err;
-      });
-      if (!st) {
-        await mkdir(next, { mode: 0o755 }).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== 'EEXIST') throw err;
-        });
-        cur = next;
-      } else if (st.isDirectory()) {
-        cur = next;
-      } else if (st.isSymbolicLink()) {
-        const real = await realpath(next).catch(() => undefined);
-        if (!real || !isInside(rootReal, real) || !(await lstat(real)).isDirectory()) {
-          throw invalidArgument(
-            `output "${out.declared}": its parent "${rel}" is a symlink that does not lead to a directory inside the input root`,
-          );
+  const root = await ConfinedDir.openRoot(execRoot);
+  try {
+    const done = new Set<string>();
+    for (const out of outputs) {
+      const parts = components(out.path);
+      parts.pop();
+      const key = parts.join('/');
+      if (parts.length === 0 || done.has(key)) continue;
+      done.add(key);
+      try {
+        await (await root.openDir(parts, { follow: true, create: true })).close();
+      } catch (err) {
+        if (err instanceof EscapeError) {
+          const where = err.link !== undefined ? `its parent "${err.link}" is a symlink that does not lead to a directory inside the input root` : err.message;
+          throw invalidArgument(`output "${out.declared}": ${where} (${err.message})`);
         }
-        cur = real;
-      } else {
-        throw invalidArgument(`output "${out.declared}": its parent "${rel}" is a file of the input root, not a directory`);
+        if (err instanceof NotFoundError) throw invalidArgument(`output "${out.declared}": its parent ${err.message.replace('is a file,', 'is a file of the input root,')}`);
+        throw err;
       }
-      resolved.set(rel, cur);
     }
+  } finally {
+    await root.close();
   }
 }

@@ -17,20 +17,19 @@
 // (an output file that is a directory, ...) and, under SymlinkAbsolutePathStrategy DISALLOWED,
 // for output symlinks with absolute targets: we also reject any symlink (declared output or
 // inside an output directory) whose target leaves the exec root, lexically or really, and any
-// output reached through a symlinked parent outside the exec root. Outputs are always read with
-// lstat/readlink, never through a symlink, so a hostile action cannot make the worker upload
-// host files.
+// output reached through a symlinked parent outside the exec root. Every path is walked through
+// worker/confined-dir.ts (each component opened with O_NOFOLLOW from its parent's handle), so a
+// hostile action cannot make the worker read, hash or upload anything outside its exec root.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink, realpath, stat } from 'node:fs/promises';
-import { basename, dirname, join, relative, sep } from 'node:path';
 import type { Stats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { putBlob } from '../cas/blob-io.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
 import { digestKey, digestOf, type Digest } from '../common/digest.ts';
 import { failedPrecondition } from '../common/errors.ts';
 import { encode, type MessageInput } from '../protos/index.ts';
 import { forEachLimit } from '../common/concurrency.ts';
+import { components, ConfinedDir, EscapeError, NotFoundError } from './confined-dir.ts';
 import { badSymlinkTargetReason, compareNames, declaredOutputs, type DeclaredOutput } from './directory-validation.ts';
 
 type OutputCommand = Pick<
@@ -62,8 +61,8 @@ export interface CollectedOutputs {
 
 interface Upload {
   digest: Digest;
-  /** A file to stream, or bytes in memory. */
-  file?: string;
+  /** A file to stream (its physical path from the exec root, walked again without following links), or bytes in memory. */
+  file?: readonly string[];
   data?: Buffer;
 }
 
@@ -88,25 +87,31 @@ class Limiter {
   }
 }
 
-async function hashFile(path: string): Promise<Digest> {
+async function hashHandle(fh: FileHandle): Promise<Digest> {
   const hash = createHash('sha256');
   let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
+  for await (const chunk of fh.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false, start: 0 })) {
     hash.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }
   return { hash: hash.digest('hex'), size_bytes: size };
 }
 
-function isInside(root: string, path: string): boolean {
-  return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
-}
-
 const isExecutable = (st: Stats): boolean => (st.mode & 0o100) !== 0;
 
-function ignoreMissing(err: NodeJS.ErrnoException): undefined {
-  if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
-  throw err;
+/** Opens the file at physical path `parts` of the tree (no symlink followed) and runs `fn` on it. */
+async function withFile<T>(root: ConfinedDir, parts: readonly string[], fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+  const dir = await root.openDir(parts.slice(0, -1));
+  try {
+    const fh = await dir.openFile(parts[parts.length - 1]!);
+    try {
+      return await fn(fh);
+    } finally {
+      await fh.close();
+    }
+  } finally {
+    await dir.close();
+  }
 }
 
 class Collector {
@@ -114,15 +119,20 @@ class Collector {
   readonly skipped: string[] = [];
   private readonly limiter = new Limiter(HASH_CONCURRENCY);
 
-  constructor(private readonly rootReal: string) {}
+  constructor(readonly root: ConfinedDir) {}
 
-  rel(abs: string): string {
-    return relative(this.rootReal, abs).split(sep).join('/');
-  }
-
-  async file(abs: string): Promise<Digest> {
-    const digest = await this.limiter.run(() => hashFile(abs));
-    if (!this.uploads.has(digest.hash)) this.uploads.set(digest.hash, { digest, file: abs });
+  /** Hash the regular file `name` of `dir` and remember it for upload. */
+  async file(dir: ConfinedDir, name: string): Promise<Digest> {
+    const parts = [...dir.components, name];
+    const digest = await this.limiter.run(async () => {
+      const fh = await dir.openFile(name);
+      try {
+        return await hashHandle(fh);
+      } finally {
+        await fh.close();
+      }
+    });
+    if (!this.uploads.has(digest.hash)) this.uploads.set(digest.hash, { digest, file: parts });
     return digest;
   }
 
@@ -133,70 +143,71 @@ class Collector {
   }
 
   /**
-   * Check the symlink at `abs` (already lstat'ed as one); returns its target and what the target
-   * is (undefined when dangling). FAILED_PRECONDITION when it leaves the exec root.
+   * Check the symlink `name` of `dir` (already lstat'ed as one); returns its target and what it
+   * leads to (undefined when dangling). FAILED_PRECONDITION when it leaves the exec root.
    */
-  async symlink(abs: string): Promise<{ target: string; kind?: 'file' | 'directory' | 'other' }> {
-    const target = await readlink(abs);
-    const rel = this.rel(abs);
-    const parentDepth = rel.split('/').length - 1;
-    const bad = badSymlinkTargetReason(target, parentDepth);
+  async symlink(dir: ConfinedDir, name: string): Promise<{ target: string; kind?: 'file' | 'directory' | 'other' }> {
+    const target = await dir.readlink(name);
+    const rel = [...dir.components, name].join('/');
+    const bad = badSymlinkTargetReason(target, dir.components.length);
     if (bad) throw failedPrecondition(`output symlink "${rel}" ${bad.replace('input root', 'exec root')}`);
-    let real: string | undefined;
+    let kind: Awaited<ReturnType<ConfinedDir['resolveKind']>>;
     try {
-      real = await realpath(abs);
+      kind = await this.root.resolveKind([...dir.components, name]);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') return { target };
+      if (err instanceof EscapeError) {
+        throw failedPrecondition(`output symlink "${rel}" -> "${target}" resolves outside the exec root (through other symlinks: ${err.message})`);
+      }
       throw err;
     }
-    if (!isInside(this.rootReal, real)) {
-      throw failedPrecondition(`output symlink "${rel}" -> "${target}" resolves outside the exec root (through other symlinks)`);
-    }
-    const st = await stat(real);
-    return { target, kind: st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other' };
+    return kind === undefined ? { target } : { target, kind };
   }
 
-  /** Build the Tree of the directory at `abs`; returns its root Directory and the children by digest. */
-  async tree(abs: string): Promise<{ root: MessageInput<'Directory'>; children: Map<string, MessageInput<'Directory'>> }> {
+  /**
+   * Build the Tree of directory `dir`; returns its root Directory and the children by digest.
+   * Subdirectories are walked one after another (open handles stay bounded by the depth), the
+   * files of one directory in parallel.
+   */
+  async tree(dir: ConfinedDir): Promise<{ root: MessageInput<'Directory'>; children: Map<string, MessageInput<'Directory'>> }> {
     const children = new Map<string, MessageInput<'Directory'>>();
-    const visit = async (dir: string): Promise<MessageInput<'Directory'>> => {
-      const names = (await readdir(dir)).sort(compareNames);
-      const entries = await Promise.all(
-        names.map(async (name) => {
-          const path = join(dir, name);
-          return { name, path, st: await lstat(path) };
-        }),
-      );
+    const visit = async (d: ConfinedDir): Promise<MessageInput<'Directory'>> => {
+      const names = (await d.list()).sort(compareNames);
+      const entries = await Promise.all(names.map(async (name) => ({ name, st: await d.lstat(name) })));
       const files: Array<MessageInput<'FileNode'>> = [];
       const directories: Array<MessageInput<'DirectoryNode'>> = [];
       const symlinks: Array<MessageInput<'SymlinkNode'>> = [];
-      // Children in parallel, results kept in name order.
       await Promise.all(
-        entries.map(async ({ name, path, st }, i) => {
+        entries.map(async ({ name, st }) => {
           if (st.isFile()) {
-            const digest = await this.file(path);
-            files[i] = isExecutable(st) ? { name, digest, is_executable: true } : { name, digest };
-          } else if (st.isDirectory()) {
-            const sub = await visit(path);
-            const digest = digestOf(encode('Directory', sub));
-            if (!children.has(digestKey(digest))) children.set(digestKey(digest), sub);
-            directories[i] = { name, digest };
+            const digest = await this.file(d, name);
+            files.push(isExecutable(st) ? { name, digest, is_executable: true } : { name, digest });
           } else if (st.isSymbolicLink()) {
-            symlinks[i] = { name, target: (await this.symlink(path)).target };
-          } else {
-            this.skipped.push(this.rel(path));
+            symlinks.push({ name, target: (await this.symlink(d, name)).target });
+          } else if (!st.isDirectory()) {
+            this.skipped.push([...d.components, name].join('/'));
           }
         }),
       );
-      const dense = <T>(xs: T[]): T[] => xs.filter((x) => x !== undefined);
+      for (const { name, st } of entries) {
+        if (!st.isDirectory()) continue;
+        const sub = await d.child(name);
+        try {
+          const message = await visit(sub);
+          const digest = digestOf(encode('Directory', message));
+          if (!children.has(digestKey(digest))) children.set(digestKey(digest), message);
+          directories.push({ name, digest });
+        } finally {
+          await sub.close();
+        }
+      }
+      const byName = <T extends { name?: string | null }>(xs: T[]): T[] => xs.sort((a, b) => compareNames(a.name ?? '', b.name ?? ''));
       const message: MessageInput<'Directory'> = {};
-      if (files.length > 0) message.files = dense(files);
-      if (directories.length > 0) message.directories = dense(directories);
-      if (symlinks.length > 0) message.symlinks = dense(symlinks);
+      if (files.length > 0) message.files = byName(files);
+      if (directories.length > 0) message.directories = directories;
+      if (symlinks.length > 0) message.symlinks = byName(symlinks);
       return message;
     };
-    const root = await visit(abs);
+    const root = await visit(dir);
     return { root, children };
   }
 }
@@ -215,8 +226,8 @@ function directoryFormat(command: OutputCommand): { tree: boolean; directories: 
  */
 export async function collectOutputs(execRoot: string, command: OutputCommand, store: BlobStore): Promise<CollectedOutputs> {
   const outputs = declaredOutputs(command);
-  const rootReal = await realpath(execRoot);
-  const c = new Collector(rootReal);
+  const root = await ConfinedDir.openRoot(execRoot);
+  const c = new Collector(root);
   const format = directoryFormat(command);
   const result: OutputResultFields = {
     output_files: [],
@@ -229,51 +240,76 @@ export async function collectOutputs(execRoot: string, command: OutputCommand, s
 
   const collectOne = async (out: DeclaredOutput): Promise<void> => {
     const what = out.kind === 'any' ? 'output path' : out.kind === 'file' ? 'output file' : 'output directory';
-    let abs: string;
-    if (out.path === '') {
-      abs = rootReal;
-    } else {
-      const parent = await realpath(join(rootReal, dirname(out.path))).catch(ignoreMissing);
-      if (parent === undefined) return void missing.push(out.declared);
-      if (!isInside(rootReal, parent)) {
-        throw failedPrecondition(`${what} "${out.declared}" lies under a symlink leading outside the exec root`);
-      }
-      abs = join(parent, basename(out.path));
+    const parts = components(out.path);
+    const name = parts.pop();
+    let parent: ConfinedDir;
+    try {
+      parent = await root.openDir(parts, { follow: true });
+    } catch (err) {
+      if (err instanceof NotFoundError) return void missing.push(out.declared);
+      if (err instanceof EscapeError) throw failedPrecondition(`${what} "${out.declared}" lies under a symlink leading outside the exec root (${err.message})`);
+      throw err;
     }
-    const st = await lstat(abs).catch(ignoreMissing);
-    if (!st) return void missing.push(out.declared);
+    try {
+      if (name === undefined) {
+        // The exec root itself, as an output directory.
+        const { root: top, children } = await c.tree(parent);
+        addDirectory(out, top, children);
+        return;
+      }
+      const st = await parent.lstatOrUndefined(name);
+      if (!st) return void missing.push(out.declared);
 
-    if (st.isFile()) {
-      if (out.kind === 'directory') throw failedPrecondition(`${what} "${out.declared}" is a regular file, not a directory`);
-      const digest = await c.file(abs);
-      result.output_files.push(isExecutable(st) ? { path: out.declared, digest, is_executable: true } : { path: out.declared, digest });
-    } else if (st.isDirectory()) {
-      if (out.kind === 'file') throw failedPrecondition(`${what} "${out.declared}" is a directory, not a regular file`);
-      const { root, children } = await c.tree(abs);
-      const entry: MessageInput<'OutputDirectory'> = { path: out.declared };
-      if (format.tree) entry.tree_digest = c.blob(encode('Tree', { root, children: [...children.values()] }));
-      if (format.directories) {
-        entry.root_directory_digest = c.blob(encode('Directory', root));
-        for (const child of children.values()) c.blob(encode('Directory', child));
+      if (st.isFile()) {
+        if (out.kind === 'directory') throw failedPrecondition(`${what} "${out.declared}" is a regular file, not a directory`);
+        const digest = await c.file(parent, name);
+        result.output_files.push(isExecutable(st) ? { path: out.declared, digest, is_executable: true } : { path: out.declared, digest });
+      } else if (st.isDirectory()) {
+        if (out.kind === 'file') throw failedPrecondition(`${what} "${out.declared}" is a directory, not a regular file`);
+        const dir = await parent.child(name);
+        try {
+          const { root: top, children } = await c.tree(dir);
+          addDirectory(out, top, children);
+        } finally {
+          await dir.close();
+        }
+      } else if (st.isSymbolicLink()) {
+        const { target, kind } = await c.symlink(parent, name);
+        const link = { path: out.declared, target };
+        if (out.kind === 'file' && kind !== undefined && kind !== 'file') {
+          throw failedPrecondition(`${what} "${out.declared}" is a symlink to a ${kind === 'other' ? 'special file' : kind}, not to a regular file`);
+        }
+        if (out.kind === 'directory' && kind !== undefined && kind !== 'directory') {
+          throw failedPrecondition(`${what} "${out.declared}" is a symlink to a ${kind === 'other' ? 'special file' : kind}, not to a directory`);
+        }
+        if (out.kind === 'any') result.output_symlinks.push(link);
+        if (out.kind === 'file' || (out.kind === 'any' && kind === 'file')) result.output_file_symlinks.push(link);
+        if (out.kind === 'directory' || (out.kind === 'any' && kind === 'directory')) result.output_directory_symlinks.push(link);
+      } else {
+        throw failedPrecondition(`${what} "${out.declared}" is neither a regular file, a directory nor a symlink`);
       }
-      result.output_directories.push(entry);
-    } else if (st.isSymbolicLink()) {
-      const { target, kind } = await c.symlink(abs);
-      const link = { path: out.declared, target };
-      if (out.kind === 'file' && kind !== undefined && kind !== 'file') {
-        throw failedPrecondition(`${what} "${out.declared}" is a symlink to a ${kind === 'other' ? 'special file' : kind}, not to a regular file`);
-      }
-      if (out.kind === 'directory' && kind !== undefined && kind !== 'directory') {
-        throw failedPrecondition(`${what} "${out.declared}" is a symlink to a ${kind === 'other' ? 'special file' : kind}, not to a directory`);
-      }
-      if (out.kind === 'any') result.output_symlinks.push(link);
-      if (out.kind === 'file' || (out.kind === 'any' && kind === 'file')) result.output_file_symlinks.push(link);
-      if (out.kind === 'directory' || (out.kind === 'any' && kind === 'directory')) result.output_directory_symlinks.push(link);
-    } else {
-      throw failedPrecondition(`${what} "${out.declared}" is neither a regular file, a directory nor a symlink`);
+    } finally {
+      await parent.close();
     }
   };
-  for (const out of outputs) await collectOne(out);
+  const addDirectory = (out: DeclaredOutput, top: MessageInput<'Directory'>, children: Map<string, MessageInput<'Directory'>>): void => {
+    const entry: MessageInput<'OutputDirectory'> = { path: out.declared };
+    if (format.tree) entry.tree_digest = c.blob(encode('Tree', { root: top, children: [...children.values()] }));
+    if (format.directories) {
+      entry.root_directory_digest = c.blob(encode('Directory', top));
+      for (const child of children.values()) c.blob(encode('Directory', child));
+    }
+    result.output_directories.push(entry);
+  };
+  try {
+    for (const out of outputs) await collectOne(out);
+    return await upload(c, store, result, missing);
+  } finally {
+    await root.close();
+  }
+}
+
+async function upload(c: Collector, store: BlobStore, result: OutputResultFields, missing: string[]): Promise<CollectedOutputs> {
 
   const uploads = [...c.uploads.values()];
   const absent = new Set<string>();
@@ -288,7 +324,7 @@ export async function collectOutputs(execRoot: string, command: OutputCommand, s
     UPLOAD_CONCURRENCY,
     async (u) => {
       if (u.data) await putBlob(store, u.data, u.digest);
-      else await uploadFile(store, u.file!, u.digest);
+      else await withFile(c.root, u.file!, (fh) => uploadFile(store, fh, u.digest));
       uploadedBlobs++;
       uploadedBytes += u.digest.size_bytes;
     },
@@ -305,11 +341,11 @@ export async function collectOutputs(execRoot: string, command: OutputCommand, s
 }
 
 /** Stream a file into the store; the writer re-checks the hash, so a file changed since hashing fails. */
-async function uploadFile(store: BlobStore, path: string, digest: Digest): Promise<void> {
+async function uploadFile(store: BlobStore, fh: FileHandle, digest: Digest): Promise<void> {
   const writer = await store.write(digest);
   if (writer.alreadyExists) return;
   try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) await writer.append(chunk as Buffer);
+    for await (const chunk of fh.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false, start: 0 })) await writer.append(chunk as Buffer);
     await writer.commit();
   } catch (err) {
     await writer.abort();
