@@ -29,4 +29,9 @@ export interface BlobWriter {
   commit(): Promise<void>;
   /** Drop everything written; safe to call more than once and after commit. */
   abort(): Promise<void>;
+  /**
+   * Optional: move what the writer holds in memory to where the blob is being written (a temp
+   * file), for a write that waits to be resumed. Further appends continue it.
+   */
+  spill?(): Promise<void>;
 }

@@ -397,8 +397,22 @@ class DiskBlobWriter extends CheckedBlobWriter {
     this.buffered.push(chunk);
     this.bufferedBytes += chunk.length;
     if (this.bufferedBytes < BUFFER_SMALL_WRITES) return;
-    this.file ??= await open(this.tmpPath, 'wx');
-    await this.flush(this.file);
+    await this.flush(await this.openFile());
+  }
+
+  /** The temp file: created on first use, reopened after a spill closed it. */
+  private async openFile(): Promise<FileHandle> {
+    this.file ??= await open(this.tmpPath, this.position > 0 ? 'r+' : 'wx');
+    return this.file;
+  }
+
+  /** A write waiting to be resumed keeps neither memory nor an open file. */
+  async spill(): Promise<void> {
+    if (this.state !== 'open') return;
+    if (this.bufferedBytes > 0) await this.flush(await this.openFile());
+    const file = this.file;
+    this.file = undefined;
+    await file?.close();
   }
 
   private async flush(file: FileHandle): Promise<void> {
@@ -412,9 +426,10 @@ class DiskBlobWriter extends CheckedBlobWriter {
 
   // On failure the base class discards the temp file.
   protected async publish(): Promise<void> {
-    if (this.file) {
-      if (this.bufferedBytes > 0) await this.flush(this.file);
-      await this.file.close();
+    if (this.file || this.position > 0) {
+      const file = await this.openFile();
+      if (this.bufferedBytes > 0) await this.flush(file);
+      await file.close();
     } else {
       await writeFile(this.tmpPath, this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered), { flag: 'wx' });
     }

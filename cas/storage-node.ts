@@ -49,7 +49,7 @@ export interface StorageNode {
 }
 
 /** `reapi cas`: a storage node on local storage. */
-export async function startStorageNode(config: Config, logger: Logger, metrics = new Metrics()): Promise<StorageNode> {
+export async function startStorageNode(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<StorageNode> {
   const storage = await createStorage(config, metrics, logger);
   const { services, close } = storageServices({
     ...storage,

@@ -128,7 +128,7 @@ function frontDoor(config: Config, logger: Logger, metrics: Metrics, blobs: Blob
 }
 
 /** `reapi serve`: storage, scheduler and a local worker in one process. */
-export async function startServe(config: Config, logger: Logger, metrics = new Metrics()): Promise<RunningRole> {
+export async function startServe(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<RunningRole> {
   const storage = await createStorage(config, metrics, logger);
   if (!config.execution.enabled) {
     const storageSvc = storageServices({ ...storage, config, service: serviceContexts(metrics, logger), execEnabled: false, clientWrites: config.actionCache.clientWrites ?? 'allow' });
@@ -167,7 +167,7 @@ export async function startCas(config: Config, logger: Logger): Promise<RunningR
 }
 
 /** `reapi scheduler`: the whole REAPI surface; storage forwarded to the --cas nodes, jobs on Redis. */
-export async function startScheduler(config: Config, logger: Logger, metrics = new Metrics()): Promise<RunningRole> {
+export async function startScheduler(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<RunningRole> {
   if (!config.redis) throw new Error('reapi scheduler needs --redis URL (or REDIS_URL)');
   const { blobs, actionCache, clients } = remoteStorage(config, logger);
   const front = frontDoor(config, logger, metrics, blobs, actionCache);
@@ -184,7 +184,7 @@ export async function startScheduler(config: Config, logger: Logger, metrics = n
 }
 
 /** `reapi worker`: takes jobs from Redis, reads and writes the --cas nodes. */
-export async function startWorkerRole(config: Config, logger: Logger, metrics = new Metrics()): Promise<RunningRole> {
+export async function startWorkerRole(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<RunningRole> {
   if (!config.redis) throw new Error('reapi worker needs --redis URL (or REDIS_URL)');
   const { blobs, actionCache, clients } = remoteStorage(config, logger);
   const queue = createQueue(config, logger);

@@ -30,6 +30,12 @@ export const configSchema = z
         maxBytes: sizeBytes.default(10 * 1024 ** 3),
         /** Largest total of one BatchUpdateBlobs / BatchReadBlobs request. */
         maxBatchTotalSizeBytes: sizeBytes.default(4 * 1024 * 1024),
+        /**
+         * ByteStream uploads whose stream ended unfinished wait (on disk) to be resumed; past
+         * these caps per server, the ones idle longest are dropped.
+         */
+        maxPendingUploads: z.number().int().min(0).default(1000),
+        maxPendingUploadBytes: sizeBytes.default(1024 ** 3),
         /** Blobs up to this size are read whole and verified before a single byte is sent. */
         verifyBeforeServeBytes: sizeBytes.default(4 * 1024 * 1024),
       })
@@ -111,6 +117,20 @@ export const configSchema = z
             }),
           )
           .default([]),
+        /** Cargo build scripts (platform `cargo-build-script`). */
+        buildScripts: z
+          .object({
+            /**
+             * Host paths build scripts may see at most (read-only). A build's own policy can only
+             * narrow this; one naming a path outside it is refused. Default /usr: what every
+             * ordinary action sees.
+             */
+            visiblePaths: z
+              .array(z.string().refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'an absolute path without ".."'))
+              .default(['/usr']),
+          })
+          .strict()
+          .prefault({}),
         /** Docker engine for actions whose platform has `container-image` (worker/runners/docker-runner.ts). */
         docker: z
           .object({
@@ -151,6 +171,16 @@ export const configSchema = z
          */
         otherWorkerStartMs: z.number().int().min(0).default(2000),
       })
+      .prefault({}),
+    metrics: z
+      .object({
+        /**
+         * Instance names kept as `instance` label values; any other name a client sends is counted
+         * as "(other)". Unset: the first 16 names seen.
+         */
+        instanceNames: z.array(z.string()).optional(),
+      })
+      .strict()
       .prefault({}),
     /** Redis URL: BullMQ queue and operation state (a fleet). Unset: in-process queue. */
     redis: z.string().optional(),

@@ -13,12 +13,46 @@ export interface MetricSources {
   inputCache?: () => { hitBytes: number; missBytes: number; hitBlobs: number; missBlobs: number };
 }
 
-/** A platform as a bounded label value: its sorted name=value pairs. */
+/** A platform as a label value: its sorted name=value pairs (bound it with Metrics.labels.platform). */
 export function platformLabel(platform: Record<string, string>): string {
   return Object.keys(platform)
     .sort()
     .map((k) => `${k}=${platform[k]}`)
     .join(',') || '(none)';
+}
+
+/** The value every label value outside a BoundedLabel's set is folded into. */
+export const OTHER_LABEL = '(other)';
+
+/**
+ * Label values that come from clients (instance names, mnemonics, platforms) drawn from a bounded
+ * set, so that invented values cannot grow the number of series without end: the configured
+ * values when there are some, else the first `max` distinct values seen; everything else is
+ * OTHER_LABEL.
+ */
+export class BoundedLabel {
+  private readonly known: Set<string>;
+  private readonly open: boolean;
+
+  constructor(configured: readonly string[] | undefined, private readonly max: number) {
+    this.open = configured === undefined || configured.length === 0;
+    this.known = new Set(configured ?? []);
+  }
+
+  of(value: string): string {
+    if (this.known.has(value)) return value;
+    if (this.open && this.known.size < this.max) {
+      this.known.add(value);
+      return value;
+    }
+    return OTHER_LABEL;
+  }
+}
+
+export interface MetricsOptions {
+  defaultMetrics?: boolean;
+  /** Instance names kept as label values (others are OTHER_LABEL); unset: the first 16 seen. */
+  instanceNames?: readonly string[];
 }
 
 export class Metrics {
@@ -165,8 +199,8 @@ export class Metrics {
       if (!stats) return;
       this.queueDepth.reset();
       for (const p of stats.platforms) {
-        this.queueDepth.set({ platform: platformLabel(p.platform), state: 'waiting' }, p.waiting);
-        this.queueDepth.set({ platform: platformLabel(p.platform), state: 'active' }, p.active);
+        this.queueDepth.set({ platform: this.platform(p.platform), state: 'waiting' }, p.waiting);
+        this.queueDepth.set({ platform: this.platform(p.platform), state: 'active' }, p.active);
       }
     },
   });
@@ -180,7 +214,7 @@ export class Metrics {
       const stats = await this.queueSnapshot();
       if (!stats) return;
       this.workersConnected.reset();
-      for (const w of stats.workers) this.workersConnected.inc({ platform: platformLabel(w.platform) });
+      for (const w of stats.workers) this.workersConnected.inc({ platform: this.platform(w.platform) });
     },
   });
 
@@ -207,8 +241,21 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(opts: { defaultMetrics?: boolean } = {}) {
+  /** Bounded sets for the label values clients choose. */
+  readonly labels: { instance: BoundedLabel; mnemonic: BoundedLabel; platform: BoundedLabel };
+
+  constructor(opts: MetricsOptions = {}) {
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    this.labels = {
+      instance: new BoundedLabel(opts.instanceNames, 16),
+      mnemonic: new BoundedLabel(undefined, 200),
+      platform: new BoundedLabel(undefined, 64),
+    };
+  }
+
+  /** A platform as a label value from the bounded set. */
+  platform(platform: Record<string, string>): string {
+    return this.labels.platform.of(platformLabel(platform));
   }
 
   private snapshot?: { at: number; value: ReturnType<NonNullable<MetricSources['queue']>> };

@@ -4,21 +4,37 @@ import binding from 'zstd-napi/binding';
 
 const OUT_CHUNK = 256 * 1024;
 
+/** Decompressed output passed the bound the decoder was given (a decompression bomb, or a lie about the size). */
+export class ZstdLimitError extends Error {
+  override name = 'ZstdLimitError';
+}
+
 export class ZstdDecoder {
   private readonly ctx = new binding.DCtx();
   private frameDone = true;
+  private produced = 0;
 
-  /** Decompress one chunk; returns the bytes it produced. */
-  push(chunk: Uint8Array): Buffer[] {
-    const out: Buffer[] = [];
+  /** `maxOutputBytes`: decompression stops the moment the total output would pass it. */
+  constructor(private readonly maxOutputBytes = Number.POSITIVE_INFINITY) {}
+
+  /**
+   * Decompress one chunk, yielding the output a slice (at most 256 KiB) at a time, so that a small
+   * chunk that expands enormously is never held whole: a consumer that writes each slice before
+   * asking for the next holds one slice. Throws ZstdLimitError as soon as the bound is passed.
+   */
+  *decode(chunk: Uint8Array): Generator<Buffer> {
     let src = chunk;
     for (;;) {
       const dst = Buffer.allocUnsafe(OUT_CHUNK);
       const [ret, produced, consumed] = this.ctx.decompressStream(dst, src);
-      if (produced > 0) out.push(dst.subarray(0, produced));
       src = src.subarray(consumed);
       this.frameDone = ret === 0;
-      if (src.length === 0 && produced < dst.length) return out;
+      if (produced > 0) {
+        this.produced += produced;
+        if (this.produced > this.maxOutputBytes) throw new ZstdLimitError(`decompresses to more than ${this.maxOutputBytes} bytes`);
+        yield dst.subarray(0, produced);
+      }
+      if (src.length === 0 && produced < dst.length) return;
     }
   }
 
@@ -56,18 +72,8 @@ export function zstdCompress(data: Uint8Array, level = 1): Buffer {
 
 /** Decompress, refusing output beyond `maxBytes` (a small frame can claim a huge size). */
 export function zstdDecompressBounded(data: Uint8Array, maxBytes: number): Buffer {
-  const dec = new ZstdDecoder();
-  const parts: Buffer[] = [];
-  let total = 0;
-  // Feed in slices so a decompression bomb is caught after at most one slice of output.
-  for (let i = 0; i < data.length || i === 0; i += 64 * 1024) {
-    for (const p of dec.push(data.subarray(i, i + 64 * 1024))) {
-      total += p.length;
-      if (total > maxBytes) throw new Error(`decompresses to more than ${maxBytes} bytes`);
-      parts.push(p);
-    }
-    if (data.length === 0) break;
-  }
+  const dec = new ZstdDecoder(maxBytes);
+  const parts = [...dec.decode(data)];
   if (!dec.complete) throw new Error('zstd data ends in the middle of a frame');
   return Buffer.concat(parts);
 }

@@ -94,7 +94,7 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
 
       if (!req.skip_cache_lookup && !doNotCache) {
         const hit = await actionCache.get(req.instance_name, actionDigest);
-        ctx.metrics.actionCacheRequests.inc({ instance: req.instance_name, result: hit ? 'hit' : 'miss' });
+        ctx.metrics.actionCacheRequests.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), result: hit ? 'hit' : 'miss' });
         if (hit) {
           deps.auditor.served(req.instance_name, actionDigest, hit, labels);
           await send(cachedOperation(`operations/cached-${randomUUID()}`, actionDigest, hit as MessageInput<'ActionResult'>));

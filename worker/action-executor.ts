@@ -17,7 +17,7 @@ import type { Config } from '../common/config.ts';
 import { digestKey } from '../common/digest.ts';
 import { ReapiError, Status, toRpcStatus } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
-import { platformLabel, type Metrics } from '../common/metrics.ts';
+import type { Metrics } from '../common/metrics.ts';
 import { encode, packAny, type MessageInput } from '../protos/index.ts';
 import { loadAction, type Command, type LoadedAction } from '../scheduler/action-loader.ts';
 import type { FeedbackStore } from '../scheduler/feedback.ts';
@@ -117,7 +117,7 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
     let release = () => {};
     try {
       const workerStart = Date.now();
-      // Materialising counts against the action's timeout: a huge or slow input root cannot hold
+      // Materialising is held to the action's timeout too: a huge or slow input root cannot hold
       // a worker longer than the action itself may run.
       const inputDeadline = AbortSignal.timeout(Math.max(1, loaded.timeoutMs));
       let inputs: Awaited<ReturnType<typeof materializeInputRoot>>;
@@ -142,7 +142,7 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
         argv: command.arguments,
         env: environment(command),
         workingDirectory: command.working_directory,
-        timeoutMs: Math.max(1, loaded.timeoutMs - (fetchEnd - workerStart)),
+        timeoutMs: loaded.timeoutMs,
         limits: limitsFor(config, loaded.platform),
         maxOutputBytes: config.worker.maxOutputBytes,
         variation: variation?.variation,
@@ -167,7 +167,7 @@ export function createActionExecutor(deps: ActionExecutorDeps): JobHandler {
       if (ctx.queuedAt && !variation) {
         const waited = Math.max(0, workerStart - ctx.queuedAt) / 1000;
         metrics.executionStageDuration.observe({ stage: 'queued' }, waited);
-        metrics.queueWait.observe({ platform: platformLabel(loaded.platform) }, waited);
+        metrics.queueWait.observe({ platform: metrics.platform(loaded.platform) }, waited);
       }
       metrics.executionStageDuration.observe({ stage: 'input_fetch' }, (fetchEnd - workerStart) / 1000);
       metrics.executionStageDuration.observe({ stage: 'execution' }, (execEnd - fetchEnd) / 1000);

@@ -48,7 +48,7 @@ export class Verifier {
       return { agreed: true, message: '' };
     }
     metrics.verifications.inc({ result: 'differed' });
-    metrics.nondeterministicActions.inc({ mnemonic });
+    metrics.nondeterministicActions.inc({ mnemonic: metrics.labels.mnemonic.of(mnemonic) });
     const report = await this.report('nondeterministic', job, [first.result, second.result], diffs, varied);
     const target = job.requestMetadata?.target ?? '(unknown target)';
     log.warn({ target, mnemonic, report: report.id, differences: diffs.slice(0, 5) }, `nondeterministic action ${target}: not cached`);
@@ -82,7 +82,7 @@ export class Verifier {
       return;
     }
     metrics.audits.inc({ result: 'contradicted' });
-    metrics.cachePoisoningSuspected.inc({ mnemonic });
+    metrics.cachePoisoningSuspected.inc({ mnemonic: metrics.labels.mnemonic.of(mnemonic) });
     if (audit.reason === 'served') await actionCache.remove(job.instanceName, job.actionDigest);
     const report = await this.report('cache-poisoning', job, [entry, run.result], diffs, ['re-execution with the verification variations']);
     log.error(

@@ -19,7 +19,7 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
       const digest = validateDigest(req.action_digest, 'action_digest');
       const stored = await actionCache.get(req.instance_name, digest);
       const result = stored && !isRemoved(stored) ? stored : undefined;
-      ctx.metrics.actionCacheRequests.inc({ instance: req.instance_name, result: result ? 'hit' : 'miss' });
+      ctx.metrics.actionCacheRequests.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), result: result ? 'hit' : 'miss' });
       if (!result) throw notFound(`no action result for ${digestKey(digest)} in instance "${req.instance_name}"`);
       storage.onServed?.(req.instance_name, digest, result, requestLabels(call.metadata));
       await inline(blobs, result, {
@@ -35,7 +35,7 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
       const digest = validateDigest(req.action_digest, 'action_digest');
       const policy = storage.clientWrites;
       if (policy === 'deny') {
-        ctx.metrics.actionCacheUpdates.inc({ instance: req.instance_name, source: 'client', result: 'refused' });
+        ctx.metrics.actionCacheUpdates.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), source: 'client', result: 'refused' });
         throw permissionDenied(
           'this server does not accept ActionCache writes from clients (actionCache.clientWrites is "deny": only workers write)',
         );
@@ -55,11 +55,11 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
         // Not served until a worker's execution of the action agrees with it.
         const blob = await putBlob(blobs, encode('ActionResult', entry));
         await storage.onQuarantinedWrite(req.instance_name, digest, blob, labels);
-        ctx.metrics.actionCacheUpdates.inc({ instance: req.instance_name, source: 'client', result: 'quarantined' });
+        ctx.metrics.actionCacheUpdates.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), source: 'client', result: 'quarantined' });
         return result;
       }
       await actionCache.put(req.instance_name, digest, entry);
-      ctx.metrics.actionCacheUpdates.inc({ instance: req.instance_name, source: 'client', result: 'stored' });
+      ctx.metrics.actionCacheUpdates.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), source: 'client', result: 'stored' });
       return result;
     }),
   };

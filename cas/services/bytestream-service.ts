@@ -4,10 +4,10 @@
 // holds a client-chosen UUID) outlives the stream, so a client whose connection broke can ask
 // QueryWriteStatus and continue from `committed_size`. Idle uploads are dropped after a while.
 import type * as grpc from '@grpc/grpc-js';
-import { aborted, cancelled, invalidArgument, outOfRange } from '../../common/errors.ts';
+import { aborted, cancelled, invalidArgument, outOfRange, ReapiError } from '../../common/errors.ts';
 import { clientStream, limitReadAhead, METHOD_OVERRIDES, serverStream, unary, type MethodOverrides } from '../../common/grpc.ts';
 import { parseReadResource, parseWriteResource, type BlobResource } from '../../common/resource-name.ts';
-import { ZstdDecoder, ZstdEncoder } from '../../common/zstd.ts';
+import { ZstdDecoder, ZstdEncoder, ZstdLimitError } from '../../common/zstd.ts';
 import { root, serviceDefinitions, type ByteStreamHandlers, type MessageInput, type MessageOutput } from '../../protos/index.ts';
 import type { BlobStore, BlobWriter } from '../blob-store.ts';
 import type { BlobChunkReader } from '../disk-blob-store.ts';
@@ -48,6 +48,31 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
   }, 60_000);
   sweeper.unref();
 
+  /**
+   * An upload whose stream ended before finish_write waits to be resumed: its buffered bytes go
+   * to its temp file, and past the server's caps on waiting uploads (count and bytes) the ones
+   * idle longest are dropped, so abandoned uploads cannot pin memory, file handles or disk.
+   */
+  async function park(name: string, upload: Upload): Promise<void> {
+    await upload.writer.spill?.();
+    const { maxPendingUploads, maxPendingUploadBytes } = storage.config.storage;
+    const waiting = [...uploads].filter(([, u]) => !u.active && u !== upload).sort((a, b) => a[1].lastActivity - b[1].lastActivity);
+    let count = waiting.length + 1;
+    let bytes = waiting.reduce((n, [, u]) => n + u.received, upload.received);
+    for (const [other, u] of waiting) {
+      if (count <= maxPendingUploads && bytes <= maxPendingUploadBytes) break;
+      uploads.delete(other);
+      count--;
+      bytes -= u.received;
+      void u.writer.abort();
+      ctx.logger.warn({ resource: other, bytes: u.received }, 'dropped an unfinished upload: too many uploads wait to be resumed (storage.maxPendingUploads, storage.maxPendingUploadBytes)');
+    }
+    if (uploads.get(name) === upload && (count > maxPendingUploads || bytes > maxPendingUploadBytes)) {
+      uploads.delete(name);
+      await upload.writer.abort();
+    }
+  }
+
   async function openUpload(name: string, offset: number): Promise<Upload> {
     const existing = uploads.get(name);
     if (existing) {
@@ -66,7 +91,8 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
     const upload: Upload = {
       resource,
       writer,
-      decoder: resource.compressor === 'zstd' ? new ZstdDecoder() : undefined,
+      // Bounded by the declared size: decompression stops the moment the output passes it.
+      decoder: resource.compressor === 'zstd' ? new ZstdDecoder(resource.digest.size_bytes) : undefined,
       received: 0,
       active: false,
       lastActivity: Date.now(),
@@ -77,13 +103,15 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
 
   async function append(upload: Upload, data: Buffer): Promise<void> {
     if (!upload.decoder) return upload.writer.append(data);
-    let parts: Buffer[];
+    const { digest } = upload.resource;
     try {
-      parts = upload.decoder.push(data);
+      // One decompressed slice at a time, each written before the next is made.
+      for (const part of upload.decoder.decode(data)) await upload.writer.append(part);
     } catch (err) {
-      throw invalidArgument(`zstd data for ${upload.resource.digest.hash} is invalid: ${(err as Error).message}`);
+      if (err instanceof ZstdLimitError) throw outOfRange(`zstd data for ${digest.hash} ${err.message}, past the declared size ${digest.size_bytes}`);
+      if (err instanceof ReapiError) throw err;
+      throw invalidArgument(`zstd data for ${digest.hash} is invalid: ${(err as Error).message}`);
     }
-    for (const p of parts) await upload.writer.append(p);
   }
 
   async function write(call: grpc.ServerReadableStream<WriteRequest, WriteResponse>): Promise<WriteResponse> {
@@ -138,6 +166,7 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
       if (upload) {
         upload.active = false;
         upload.lastActivity = Date.now();
+        if (uploads.get(name) === upload) await park(name, upload).catch((err: unknown) => ctx.logger.warn({ err, resource: name }, 'could not park an unfinished upload'));
       }
     }
   }

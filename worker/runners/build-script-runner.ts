@@ -16,11 +16,18 @@
 //   crate ran which tool and which setting allows it (exit 127), never a bare ENOENT;
 // - mounts everything read-only except OUT_DIR and /tmp (source dir included); no network;
 // - lowers memory and process limits and the timeout to the policy's;
+// - shows only what the worker's operator allows (`visiblePaths`, default /usr, what every ordinary
+//   action sees): the policy inside the action can narrow that, never widen it; a policy naming a
+//   path outside it is refused before anything runs;
+// - keeps its own scratch (the denial text, strace's trace) in a fresh per-run directory outside
+//   the exec root, and reads the policy and the trace without following symlinks: nothing the
+//   action's inputs or the action itself plant there can make the worker (root) read or write
+//   elsewhere;
 // - traces failed file, exec and network system calls (strace, when the worker has it) and, when
 //   the build script fails, says what was refused: paths outside the visible directories, writes
 //   outside OUT_DIR, network connections, programs that do not exist in the sandbox.
 import { execFile } from 'node:child_process';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, mkdtemp, readdir, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { basename, join, posix } from 'node:path';
@@ -28,12 +35,18 @@ import { promisify } from 'node:util';
 
 import { actionPolicySchema, allowHint, TOOL_GROUPS, type ActionPolicy } from '../../clients/cargo/policy.ts';
 import type { Logger } from '../../common/logger.ts';
+import { components, ConfinedDir } from '../confined-dir.ts';
 import type { RunFailure, RunOutcome, RunSpec, Runner } from '../runner.ts';
 import type { BwrapRunner, SandboxMounts } from './bwrap-runner.ts';
 import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from './build-script-contract.ts';
 
-const TRACE_DIR = '.reapi-trace';
 const HELPERS = '/run/reapi';
+/** Where strace writes inside the sandbox: the run's scratch directory, bound read-write. */
+const TRACE_DIR = `${HELPERS}/trace`;
+const TRACE_FILE = `${TRACE_DIR}/trace`;
+/** Largest policy file and trace the worker reads. */
+const MAX_POLICY_BYTES = 1024 * 1024;
+const MAX_TRACE_BYTES = 32 * 1024 * 1024;
 const TOOL_DIRS = ['/usr/bin', '/usr/sbin', '/usr/local/bin', '/usr/local/sbin', '/bin', '/sbin'];
 const ETC_FILES = ['/etc/ld.so.cache', '/etc/ld.so.conf', '/etc/ld.so.conf.d'];
 const TRACED = 'open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,unlink,unlinkat,link,linkat,symlink,symlinkat,truncate,execve,execveat,connect,sendto,sendmsg,bind';
@@ -48,6 +61,16 @@ export interface BuildScriptRunnerOptions {
   stateDir?: string;
   /** Trace failed system calls to explain refusals (needs strace); default true. */
   trace?: boolean;
+  /**
+   * Host paths build scripts may be shown at most (the worker operator's allowlist; a policy can
+   * only name paths inside them, and tools must live inside them). Default ['/usr'].
+   */
+  visiblePaths?: string[];
+}
+
+/** Is `path` equal to or below one of `roots`? */
+function within(path: string, roots: readonly string[]): boolean {
+  return roots.some((r) => r === '/' || path === r || path.startsWith(`${r}/`));
 }
 
 interface Host {
@@ -60,6 +83,10 @@ interface Host {
   stub: string;
   insideTools: string[];
   rustcRelease?: string;
+  /** The operator's allowlist, as given and with symlinks resolved. */
+  visible: string[];
+  visibleReal: string[];
+  sandbox: { uid: number; gid: number };
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -143,7 +170,11 @@ export class BuildScriptRunner implements Runner {
         // No working rustc: build scripts needing one are not routed here.
       }
     }
-    const runner = new BuildScriptRunner(bwrap, { names, rootLinks, sh, strace, stub, insideTools, rustcRelease }, stateDir, opts.logger, opts.stateDir === undefined);
+    const visible = (opts.visiblePaths ?? ['/usr']).map((p) => (p.length > 1 ? p.replace(/\/+$/, '') : p));
+    const visibleReal = await Promise.all(visible.map((p) => realpath(p).catch(() => p)));
+    const { user } = await bwrap.ready();
+    const host: Host = { names, rootLinks, sh, strace, stub, insideTools, rustcRelease, visible, visibleReal, sandbox: { uid: user.uid, gid: user.gid } };
+    const runner = new BuildScriptRunner(bwrap, host, stateDir, opts.logger, opts.stateDir === undefined);
     if (strace && !(await runner.straceWorks())) {
       opts.logger?.warn('strace cannot trace inside the sandbox: build-script refusals are explained without the path details');
       runner.host.strace = undefined;
@@ -167,12 +198,11 @@ export class BuildScriptRunner implements Runner {
   /** A traced `true` in the policy sandbox: does ptrace work there? */
   private async straceWorks(): Promise<boolean> {
     const root = await mkdtemp(join(tmpdir(), 'reapi-strace-probe-'));
+    const scratch = await this.scratch('probe\n\n\n');
     try {
       await chmod(root, 0o755);
       await mkdir(join(root, LAYOUT.src), { recursive: true });
       await mkdir(join(root, LAYOUT.out), { recursive: true });
-      await mkdir(join(root, TRACE_DIR));
-      await writeFile(join(root, TRACE_DIR, 'denial'), 'probe\n\n\n');
       const policy: ActionPolicy = {
         version: 1,
         crate: 'probe',
@@ -185,7 +215,7 @@ export class BuildScriptRunner implements Runner {
       const outcome = await this.bwrap.run(
         {
           execRoot: root,
-          argv: [`${HELPERS}/strace`, '-f', '-qq', '-o', `${CANONICAL_ROOT}/${TRACE_DIR}/trace`, `${HELPERS}/sh`, '-c', 'exit 0'],
+          argv: [`${HELPERS}/strace`, '-f', '-qq', '-o', TRACE_FILE, `${HELPERS}/sh`, '-c', 'exit 0'],
           env: { PATH: '/usr/bin:/bin' },
           workingDirectory: LAYOUT.src,
           timeoutMs: 20_000,
@@ -194,13 +224,27 @@ export class BuildScriptRunner implements Runner {
           variation: { execRootMount: CANONICAL_ROOT },
         },
         new AbortController().signal,
-        await this.mounts(policy, (await this.toolBinds(policy)).binds),
+        await this.mounts(policy, (await this.toolBinds(policy)).binds, scratch.dir),
       );
       if (outcome.exitCode !== 0) this.logger?.warn({ stderr: outcome.stderr.toString().slice(0, 500), failure: outcome.failure }, 'strace probe failed');
       return outcome.exitCode === 0;
     } finally {
       await rm(root, { recursive: true, force: true });
+      await scratch.remove();
     }
+  }
+
+  /**
+   * A fresh scratch directory for one run, outside every exec root: `denial` (root's, read-only
+   * inside) and `trace/` (the sandbox user's, where strace writes).
+   */
+  private async scratch(denial: string): Promise<{ dir: string; remove(): Promise<void> }> {
+    const dir = await mkdtemp(join(this.stateDir, 'run-'));
+    await chmod(dir, 0o755);
+    await writeFile(join(dir, 'denial'), denial, { mode: 0o644, flag: 'wx' });
+    await mkdir(join(dir, 'trace'), { mode: 0o755 });
+    if (process.getuid?.() === 0) await lchown(join(dir, 'trace'), this.host.sandbox.uid, this.host.sandbox.gid);
+    return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
   }
 
   private readonly toolBindCache = new Map<string, Promise<{ binds: Map<string, string>; missing: string[] }>>();
@@ -236,6 +280,8 @@ export class BuildScriptRunner implements Runner {
       for (const [dir, names] of this.host.names) {
         if (!names.includes(name)) continue;
         found = await realpath(join(dir, name)).catch(() => undefined);
+        // A tool outside what the operator makes visible (e.g. /usr/local/bin/x -> /opt/...) is not offered.
+        if (found && !within(found, this.host.visibleReal)) found = undefined;
         if (found) break;
       }
       if (found) binds.set(name, found);
@@ -284,7 +330,7 @@ export class BuildScriptRunner implements Runner {
   }
 
   /** The sandbox filesystem for one policy. */
-  private async mounts(policy: ActionPolicy, tools: Map<string, string>): Promise<SandboxMounts> {
+  private async mounts(policy: ActionPolicy, tools: Map<string, string>, scratch: string): Promise<SandboxMounts> {
     const h = this.host;
     const sys: string[] = ['--perms', '0755', '--dir', '/etc'];
     for (const f of ETC_FILES) sys.push('--ro-bind-try', f, f);
@@ -292,7 +338,10 @@ export class BuildScriptRunner implements Runner {
     for (const p of policy.readOnlyPaths) {
       // Tool directories are never bound whole: `tools` decides what is in them.
       if (toolDirs.has(p)) continue;
-      sys.push('--ro-bind-try', p, p);
+      // run() has checked that the path, symlinks resolved, is inside the operator's allowlist;
+      // bind that resolved path, so a symlink swapped in since cannot widen it.
+      const real = await realpath(p).catch(() => undefined);
+      if (real !== undefined && within(real, h.visibleReal)) sys.push('--ro-bind', real, p);
     }
     for (const { path, link } of h.rootLinks) {
       if (path === '/bin' || path === '/sbin') sys.push('--symlink', `usr${path}`, path);
@@ -302,6 +351,7 @@ export class BuildScriptRunner implements Runner {
     const dirs = await this.binDirs(tools);
     sys.push('--ro-bind', dirs.bin, '/usr/bin', '--ro-bind', dirs.sbin, '/usr/sbin', '--dir', HELPERS);
     sys.push('--ro-bind', h.sh, `${HELPERS}/sh`, '--ro-bind', h.stub, `${HELPERS}/denied`);
+    sys.push('--ro-bind', join(scratch, 'denial'), `${HELPERS}/denial`, '--bind', join(scratch, 'trace'), TRACE_DIR);
     if (h.strace) sys.push('--ro-bind', h.strace, `${HELPERS}/strace`);
     const placed = new Set<string>();
     for (const [name, file] of tools) {
@@ -322,12 +372,6 @@ export class BuildScriptRunner implements Runner {
         '--bind',
         join(root, LAYOUT.out),
         posix.join(mount, LAYOUT.out),
-        '--bind',
-        join(root, TRACE_DIR),
-        posix.join(mount, TRACE_DIR),
-        '--ro-bind',
-        join(root, TRACE_DIR, 'denial'),
-        `${HELPERS}/denial`,
         '--remount-ro',
         '/',
       ],
@@ -346,30 +390,48 @@ export class BuildScriptRunner implements Runner {
       usage: { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 },
     });
     let policy: ActionPolicy;
+    const root = await ConfinedDir.openRoot(spec.execRoot);
     try {
-      const parsed = actionPolicySchema.safeParse(JSON.parse(await readFile(join(spec.execRoot, LAYOUT.policy), 'utf8')));
+      const text = await readPolicy(root);
+      const parsed = actionPolicySchema.safeParse(JSON.parse(text));
       if (!parsed.success) return refuse(`invalid ${LAYOUT.policy}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
       policy = parsed.data;
+      for (const dir of [LAYOUT.src, LAYOUT.out]) {
+        const st = await root.lstatOrUndefined(dir);
+        if (!st?.isDirectory()) return refuse(`a ${BUILD_SCRIPT_PROPERTY} action needs the directory ${dir}/ in its input root`);
+      }
     } catch (e) {
-      return refuse(`a ${BUILD_SCRIPT_PROPERTY} action needs ${LAYOUT.policy} in its input root: ${(e as Error).message}`);
+      return refuse(`a ${BUILD_SCRIPT_PROPERTY} action needs ${LAYOUT.policy} in its input root, a regular file of JSON: ${(e as Error).message}`);
+    } finally {
+      await root.close();
     }
-    for (const dir of [LAYOUT.src, LAYOUT.out]) {
-      const st = await lstat(join(spec.execRoot, dir)).catch(() => undefined);
-      if (!st?.isDirectory()) return refuse(`a ${BUILD_SCRIPT_PROPERTY} action needs the directory ${dir}/ in its input root`);
+    for (const p of policy.readOnlyPaths) {
+      const real = await realpath(p).catch(() => p);
+      if (!within(p, this.host.visible) || !within(real, this.host.visibleReal)) {
+        return refuse(
+          `build script of ${policy.crate}: its policy makes ${p}${real !== p ? ` (${real})` : ''} visible, which this worker never shows build scripts ` +
+            `(the worker's worker.buildScripts.visiblePaths: ${this.host.visible.join(', ')}); a policy can narrow what build scripts see, not widen it: ask the worker's operator`,
+        );
+      }
     }
 
     const mount = spec.variation?.execRootMount ?? CANONICAL_ROOT;
-    const trace = join(spec.execRoot, TRACE_DIR);
-    await mkdir(trace, { recursive: true });
     const hint = allowHint(policy, 'tools', '\u0000').split('\u0000');
-    await writeFile(join(trace, 'denial'), `${policy.crate}\n${hint[0]!.replace(/\n/g, ' ')}\n${(hint[1] ?? '').replace(/\n/g, ' ')}\n`);
+    const scratch = await this.scratch(`${policy.crate}\n${hint[0]!.replace(/\n/g, ' ')}\n${(hint[1] ?? '').replace(/\n/g, ' ')}\n`);
+    try {
+      return await this.runIn(spec, signal, policy, mount, scratch.dir);
+    } finally {
+      await scratch.remove();
+    }
+  }
+
+  private async runIn(spec: RunSpec, signal: AbortSignal, policy: ActionPolicy, mount: string, scratch: string): Promise<RunOutcome> {
     const { binds } = await this.toolBinds(policy);
 
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(spec.env)) env[k] = atMount(v, mount);
     const argv = spec.argv.map((a) => atMount(a, mount));
-    const traceFile = posix.join(mount, TRACE_DIR, 'trace');
-    const traced = this.host.strace ? [`${HELPERS}/strace`, '-f', '-qq', '-Z', '--seccomp-bpf', '-s', '4096', '-o', traceFile, '-e', `trace=${TRACED}`, '--'] : [];
+    const traced = this.host.strace ? [`${HELPERS}/strace`, '-f', '-qq', '-Z', '--seccomp-bpf', '-s', '4096', '-o', TRACE_FILE, '-e', `trace=${TRACED}`, '--'] : [];
     const min = (a: number, b: number) => (a > 0 ? Math.min(a, b) : b);
     const limits = {
       ...spec.limits,
@@ -388,14 +450,14 @@ export class BuildScriptRunner implements Runner {
         variation: { ...spec.variation, execRootMount: mount },
       },
       signal,
-      await this.mounts(policy, binds),
+      await this.mounts(policy, binds, scratch),
     );
     outcome.stdout = replaceBytes(outcome.stdout, mount, CANONICAL_ROOT);
     outcome.stderr = replaceBytes(outcome.stderr, mount, CANONICAL_ROOT);
 
     if (outcome.failure) outcome.failure = this.explainLimit(outcome.failure, policy);
     if (outcome.exitCode !== 0 && outcome.failure?.kind !== 'sandbox-error' && outcome.failure?.kind !== 'cancelled') {
-      const lines = this.host.strace ? await this.diagnose(join(trace, 'trace'), policy, mount, binds) : [];
+      const lines = this.host.strace ? await this.diagnose(await readTrace(scratch), policy, mount, binds) : [];
       const text = lines.length
         ? lines.map((l) => `reapi: build script of ${policy.crate} was refused: ${l}\n`).join('')
         : outcome.failure || outcome.stderr.includes(`reapi: build script of ${policy.crate}`)
@@ -423,13 +485,7 @@ export class BuildScriptRunner implements Runner {
   }
 
   /** What the failed system calls in the trace say was refused (deduplicated, in order, at most 8). */
-  private async diagnose(file: string, policy: ActionPolicy, mount: string, tools: Map<string, string>): Promise<string[]> {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch {
-      return [];
-    }
+  private async diagnose(text: string, policy: ActionPolicy, mount: string, tools: Map<string, string>): Promise<string[]> {
     const visible = [...policy.readOnlyPaths, mount, '/tmp', '/proc', '/dev', HELPERS];
     // Paths through the root symlinks (/lib -> usr/lib) are the paths they point to.
     const links = this.host.rootLinks.filter((l) => l.link !== undefined).map((l) => ({ from: l.path, to: posix.resolve('/', l.link!) }));
@@ -487,10 +543,40 @@ export class BuildScriptRunner implements Runner {
       }
       if ((errno === 'ENOENT' || errno === 'EACCES' || errno === 'EPERM') && !isVisible(path) && !NOISE.some((r) => r.test(path))) {
         const top = path.split('/').slice(0, 3).join('/') || path;
-        add(`it accessed ${path} (${errno}), which is outside the directories visible to build scripts; ${allowHint(policy, 'readOnlyPaths', `["${top}"]`)}`);
+        const operator = within(top, this.host.visible) ? '' : ` (and the workers' operator must add it to worker.buildScripts.visiblePaths, now ${this.host.visible.join(', ')})`;
+        add(`it accessed ${path} (${errno}), which is outside the directories visible to build scripts; ${allowHint(policy, 'readOnlyPaths', `["${top}"]`)}${operator}`);
       }
       if (out.length >= 8) break;
     }
     return out;
+  }
+}
+
+/** The action's policy file, read without following a symlink anywhere on its path. */
+async function readPolicy(root: ConfinedDir): Promise<string> {
+  const parts = components(LAYOUT.policy);
+  const name = parts.pop()!;
+  const dir = await root.openDir(parts);
+  try {
+    return (await dir.readFile(name, MAX_POLICY_BYTES)).toString('utf8');
+  } finally {
+    await dir.close();
+  }
+}
+
+/** strace's output (written by the sandbox user, so read without following links); '' when there is none. */
+async function readTrace(scratch: string): Promise<string> {
+  const dir = await ConfinedDir.openRoot(scratch);
+  try {
+    const trace = await dir.openDir(['trace']);
+    try {
+      return (await trace.readFile('trace', MAX_TRACE_BYTES)).toString('utf8');
+    } finally {
+      await trace.close();
+    }
+  } catch {
+    return '';
+  } finally {
+    await dir.close();
   }
 }

@@ -28,7 +28,7 @@ export function selectRunner(fallback: (platform: PlatformProperties) => Runner,
  * The runtimes a worker offers on top of its default runner: wasm macros always (in-process
  * threads, `threads` at once); Cargo build scripts when the default runner is bwrap.
  */
-export async function startRuntimeRunners(bwrap: Runner, opts: { logger: Logger; stateDir: string; threads: number }): Promise<RuntimeRunner[]> {
+export async function startRuntimeRunners(bwrap: Runner, opts: { logger: Logger; stateDir: string; threads: number; visiblePaths?: string[] }): Promise<RuntimeRunner[]> {
   const wasm = new WasmRunner({ threads: Math.max(1, Math.min(opts.threads, availableParallelism())) });
   const out: RuntimeRunner[] = [
     {
@@ -40,7 +40,11 @@ export async function startRuntimeRunners(bwrap: Runner, opts: { logger: Logger;
   ];
   if (!isBwrap(bwrap)) return out;
   try {
-    const buildScripts = await BuildScriptRunner.create(bwrap, { logger: opts.logger.child({ component: 'build-scripts' }), stateDir: opts.stateDir });
+    const buildScripts = await BuildScriptRunner.create(bwrap, {
+      logger: opts.logger.child({ component: 'build-scripts' }),
+      stateDir: opts.stateDir,
+      ...(opts.visiblePaths ? { visiblePaths: opts.visiblePaths } : {}),
+    });
     out.push({ claims: (p) => Object.hasOwn(p, BUILD_SCRIPT_PROPERTY), runner: buildScripts, platform: buildScripts.platform(), dispose: () => buildScripts.dispose() });
   } catch (err) {
     opts.logger.warn({ err }, 'Cargo build scripts cannot run on this worker; it does not offer them');

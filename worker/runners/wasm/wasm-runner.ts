@@ -13,9 +13,9 @@
 // memory cap -> a RunFailure (never cached, the client gets the explanation). The worker keeps
 // serving after any of them.
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, realpath, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { isAbsolute } from 'node:path';
+import { components, ConfinedDir, EscapeError, NotFoundError } from '../../confined-dir.ts';
 import { failedRun, type RunOutcome, type RunSpec, type Runner } from '../../runner.ts';
 import { checkEntry, checkModule, WasmModuleError, type CheckedModule } from './module-check.ts';
 import { WasmPool } from './pool.ts';
@@ -98,39 +98,32 @@ export class WasmRunner implements Runner {
     };
 
     let args: MacroArgs;
-    let paths: { module: string; input: string; attr?: string; output: string };
-    try {
-      args = parseMacroArgv(spec.argv);
-      const base = resolve(spec.execRoot, spec.workingDirectory);
-      paths = {
-        module: await this.inside(spec.execRoot, base, args.module, '--module', true),
-        input: await this.inside(spec.execRoot, base, args.input, '--input', true),
-        output: await this.inside(spec.execRoot, base, args.output, '--output', false),
-      };
-      if (args.attr !== undefined) paths.attr = await this.inside(spec.execRoot, base, args.attr, '--attr', true);
-    } catch (err) {
-      if (err instanceof UsageError) return end(2, `${WASM_MACRO_PROGRAM}: ${err.message}\n`);
-      throw err;
-    }
-
-    const cap = spec.limits.memoryBytes > 0 ? Math.min(this.maxMemoryBytes, spec.limits.memoryBytes) : this.maxMemoryBytes;
+    const cap = this.memoryCap(spec);
+    const root = await ConfinedDir.openRoot(spec.execRoot);
     let checked: CheckedModule;
     let inputs: string[];
+    let output: { dir: ConfinedDir; name: string } | undefined;
     try {
+      args = parseMacroArgv(spec.argv);
+      const base = components(spec.workingDirectory);
       const [moduleBytes, input, attr] = await Promise.all([
-        readFile(paths.module),
-        readFile(paths.input),
-        paths.attr !== undefined ? readFile(paths.attr) : Promise.resolve(undefined),
+        readInput(root, base, args.module, '--module'),
+        readInput(root, base, args.input, '--input'),
+        args.attr !== undefined ? readInput(root, base, args.attr, '--attr') : Promise.resolve(undefined),
       ]);
+      output = await outputDir(root, base, args.output);
       checked = this.check(moduleBytes, cap);
       checkEntry(checked, args.entry, attr !== undefined);
       inputs = [utf8(input, args.input), ...(attr !== undefined ? [utf8(attr, args.attr!)] : [])];
       if (attr !== undefined) inputs = [inputs[1]!, inputs[0]!]; // (attribute, item)
     } catch (err) {
-      if (err instanceof WasmModuleError) return end(1, `${WASM_MACRO_PROGRAM}: module ${args.module} rejected: ${err.message}\n`);
+      await root.close();
+      await output?.dir.close();
+      if (err instanceof WasmModuleError) return end(1, `${WASM_MACRO_PROGRAM}: module ${args!.module} rejected: ${err.message}\n`);
       if (err instanceof UsageError) return end(2, `${WASM_MACRO_PROGRAM}: ${err.message}\n`);
       throw err;
     }
+    await root.close();
 
     const result: ExpansionResult = await this.pool.expand(
       { moduleKey: `${checked.sha256}:${cap}`, module: checked.bytes, abi: checked.abi, entry: args.entry, inputs, memoryCapBytes: cap },
@@ -138,9 +131,13 @@ export class WasmRunner implements Runner {
       signal,
     );
     const where = `${args.entry} in ${args.module}`;
+    const out = output!;
+    try {
+      if (result.ok) await out.dir.writeFile(out.name, Buffer.from(result.output));
+    } finally {
+      await out.dir.close();
+    }
     if (result.ok) {
-      await mkdir(dirname(paths.output), { recursive: true });
-      await writeFile(paths.output, result.output);
       return end(0, '', { usage: { userCpuMs: Math.round(result.elapsedMs), systemCpuMs: 0, maxRssBytes: result.memoryBytes } });
     }
     switch (result.kind) {
@@ -185,27 +182,75 @@ export class WasmRunner implements Runner {
     return result;
   }
 
-  /** `p` resolved against `base`, which must stay inside the exec root (symlinks included). */
-  private async inside(execRoot: string, base: string, p: string, flag: string, mustExist: boolean): Promise<string> {
-    if (isAbsolute(p)) throw new UsageError(`${flag} ${p}: paths are relative to the exec root`);
-    const full = resolve(base, p);
-    const rel = relative(execRoot, full);
-    if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw new UsageError(`${flag} ${p} points outside the exec root`);
-    const root = await realpath(execRoot);
-    let real: string;
-    try {
-      real = await realpath(mustExist ? full : dirname(full)).then((r) => (mustExist ? r : join(r, full.slice(dirname(full).length + 1))));
-    } catch {
-      if (!mustExist) return full; // parent created before writing
-      throw new UsageError(`${flag} ${p}: no such file among the action's inputs`);
-    }
-    if (real !== root && !real.startsWith(root + sep)) throw new UsageError(`${flag} ${p} resolves (through a symlink) outside the exec root`);
-    return full;
+  private memoryCap(spec: RunSpec): number {
+    return spec.limits.memoryBytes > 0 ? Math.min(this.maxMemoryBytes, spec.limits.memoryBytes) : this.maxMemoryBytes;
   }
 
   async dispose(): Promise<void> {
     await this.pool.close();
   }
+}
+
+/** Largest module or token file read from the exec root. */
+const MAX_INPUT_BYTES = 256 * 1024 * 1024;
+
+/** `p` relative to the working directory `base`, split; refuses absolute paths and '..' above the exec root. */
+function below(base: readonly string[], p: string, flag: string): string[] {
+  if (isAbsolute(p)) throw new UsageError(`${flag} ${p}: paths are relative to the exec root`);
+  const out = [...base];
+  for (const c of components(p)) {
+    if (c !== '..') out.push(c);
+    else if (out.pop() === undefined) throw new UsageError(`${flag} ${p} points outside the exec root`);
+  }
+  if (out.length === 0) throw new UsageError(`${flag} ${p} names the exec root itself, not a file`);
+  return out;
+}
+
+/** Reads an input file of the action; symlinks are followed only while they stay inside the exec root. */
+async function readInput(root: ConfinedDir, base: readonly string[], p: string, flag: string, hops = 0): Promise<Buffer> {
+  if (hops > 40) throw new UsageError(`${flag}: too many levels of symlinks`);
+  const parts = below(base, p, flag);
+  const name = parts.pop()!;
+  let dir: ConfinedDir;
+  try {
+    dir = await root.openDir(parts, { follow: true });
+  } catch (err) {
+    throw confinedError(err, flag, p);
+  }
+  try {
+    const st = await dir.lstatOrUndefined(name);
+    if (st?.isSymbolicLink()) {
+      // An input symlink: read what it leads to, found by the confined walk.
+      const target = await dir.readlink(name);
+      if (isAbsolute(target)) throw new UsageError(`${flag} ${p} is a symlink to the absolute path ${target}`);
+      return await readInput(root, [], [...dir.components, ...components(target)].join('/'), flag, hops + 1).catch((err: unknown) => {
+        throw err instanceof UsageError ? new UsageError(`${flag} ${p}: ${err.message}`) : err;
+      });
+    }
+    if (!st?.isFile()) throw new UsageError(`${flag} ${p}: no such file among the action's inputs`);
+    return await dir.readFile(name, MAX_INPUT_BYTES);
+  } catch (err) {
+    throw confinedError(err, flag, p);
+  } finally {
+    await dir.close();
+  }
+}
+
+/** The directory the expansion is written into (created inside the exec root when missing) and the file name. */
+async function outputDir(root: ConfinedDir, base: readonly string[], p: string): Promise<{ dir: ConfinedDir; name: string }> {
+  const parts = below(base, p, '--output');
+  const name = parts.pop()!;
+  try {
+    return { dir: await root.openDir(parts, { follow: true, create: true }), name };
+  } catch (err) {
+    throw confinedError(err, '--output', p);
+  }
+}
+
+function confinedError(err: unknown, flag: string, p: string): unknown {
+  if (err instanceof EscapeError) return new UsageError(`${flag} ${p} resolves (through a symlink) outside the exec root: ${err.message}`);
+  if (err instanceof NotFoundError) return new UsageError(`${flag} ${p}: ${err.message}`);
+  return err;
 }
 
 function utf8(b: Buffer, name: string): string {
