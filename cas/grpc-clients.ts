@@ -19,6 +19,22 @@ export interface StorageClientOptions {
   keepaliveMs?: number;
   /** Extra or overriding grpc-js channel options. */
   channelOptions?: grpc.ChannelOptions;
+  /** The fleet's shared secret, sent with every call (FLEET_TOKEN_HEADER). */
+  fleetToken?: string;
+}
+
+/** Metadata key carrying the fleet token from schedulers and workers to storage nodes. */
+export const FLEET_TOKEN_HEADER = 'x-reapi-fleet-token';
+
+/** An interceptor adding the fleet token to every call's metadata. */
+function fleetTokenInterceptor(token: string): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set(FLEET_TOKEN_HEADER, token);
+        next(metadata, listener);
+      },
+    });
 }
 
 export interface StorageClients {
@@ -66,7 +82,11 @@ export function connectStorage(address: string, opts: StorageClientOptions = {})
   };
   const creds = tls ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
   const channel = new grpc.Channel(target, creds, channelOptions);
-  const shared = { ...channelOptions, channelOverride: channel };
+  const shared = {
+    ...channelOptions,
+    channelOverride: channel,
+    ...(opts.fleetToken !== undefined ? { interceptors: [fleetTokenInterceptor(opts.fleetToken)] } : {}),
+  };
   const cas = new services.ContentAddressableStorage(target, creds, shared);
   const byteStream = new services.ByteStream(target, creds, shared);
   const actionCache = new services.ActionCache(target, creds, shared);

@@ -56,10 +56,15 @@ export async function startStorageNode(config: Config, logger: Logger, metrics =
     config,
     service: serviceContexts(metrics, logger),
     execEnabled: false,
-    // Workers write their results through storage nodes: they accept writes unless told otherwise.
-    clientWrites: config.actionCache.clientWrites ?? 'allow',
-    trustProvenance: true,
+    // Workers and schedulers write through storage nodes, presenting the fleet token; anyone else
+    // is a client, whose writes are refused unless configured otherwise.
+    clientWrites: config.actionCache.clientWrites ?? 'deny',
+    ...(config.fleetToken !== undefined ? { fleetToken: config.fleetToken } : {}),
+    trustsFleet: true,
   });
+  if (config.fleetToken === undefined) {
+    logger.warn('no fleet token (--fleet-token-file or $REAPI_FLEET_TOKEN): this storage node accepts no ActionCache writes from workers; give storage nodes, schedulers and workers the same token');
+  }
   const server = await startServer({ config, logger, metrics, services });
   logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, backend: config.storage.backend }, 'storage node listening');
   return {

@@ -1,4 +1,5 @@
 // Flags shared by the roles, and how they map onto the config schema.
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig, parseSize, type Config } from '../common/config.ts';
 
@@ -22,6 +23,7 @@ export interface CommonFlags {
   varyClock?: boolean;
   varyDirectoryOrder?: boolean;
   dockerHost?: string;
+  fleetTokenFile?: string;
 }
 
 function rate(name: string) {
@@ -44,7 +46,8 @@ export function addCommonFlags(cmd: Command): Command {
     .option('--config <file>', 'JSON config file (validated; flags override it)', process.env.REAPI_CONFIG)
     .option('--port <port>', 'gRPC port (default 8980; 0 picks a free one)', int('--port'))
     .option('--http-port <port>', 'HTTP port for /metrics and /healthz (default 8981)', int('--http-port'))
-    .option('--listen <address>', 'address to listen on (default 0.0.0.0)')
+    .option('--listen <address>', 'address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)')
+    .option('--fleet-token-file <file>', 'shared secret of the fleet\'s storage nodes, schedulers and workers (default $REAPI_FLEET_TOKEN)')
     .option('--data-dir <dir>', 'where blobs and the action cache live (default .reapi-data)')
     .option('--max-cas-bytes <size>', 'CAS size cap, e.g. 50GiB; least recently used blobs are evicted past it')
     .addOption(new Option('--storage <backend>', 'blob storage backend').choices(['disk', 'memory']))
@@ -77,7 +80,16 @@ export function configFromFlags(flags: CommonFlags): Config {
     maxBytes = parseSize(flags.maxCasBytes);
     if (maxBytes === undefined) throw new Error(`--max-cas-bytes: "${flags.maxCasBytes}" is not a size (e.g. 10GiB)`);
   }
+  let fleetToken = process.env.REAPI_FLEET_TOKEN || undefined;
+  if (flags.fleetTokenFile !== undefined) {
+    try {
+      fleetToken = readFileSync(flags.fleetTokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new Error(`--fleet-token-file: cannot read ${flags.fleetTokenFile}: ${(err as Error).message}`);
+    }
+  }
   return loadConfig(flags.config, {
+    fleetToken,
     port: flags.port === undefined ? undefined : Number(flags.port),
     httpPort: flags.httpPort === undefined ? undefined : Number(flags.httpPort),
     listen: flags.listen,

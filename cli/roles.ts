@@ -49,7 +49,7 @@ function createQueue(config: Config, logger: Logger): JobQueue {
  */
 function remoteStorage(config: Config, logger: Logger): { blobs: BlobStore; actionCache: ActionCache; clients: StorageClients[] } {
   if (config.cas.length === 0) throw new Error('no storage nodes: pass --cas HOST:PORT[,HOST:PORT]');
-  const clients = config.cas.map((address) => connectStorage(address, { maxMessageBytes: config.maxMessageBytes }));
+  const clients = config.cas.map((address) => connectStorage(address, { maxMessageBytes: config.maxMessageBytes, ...(config.fleetToken !== undefined ? { fleetToken: config.fleetToken } : {}) }));
   const stores = clients.map((c) => ({ name: c.address, store: new RemoteBlobStore(c) }));
   const blobs: BlobStore = stores.length === 1 ? stores[0]!.store : new ShardingBlobStore(stores);
   const actionCache = new CompletenessCheckingActionCache(new RemoteActionCache(clients[0]!), blobs, logger);

@@ -19,8 +19,14 @@ export const configSchema = z
     port: z.number().int().min(0).max(65535).default(8980),
     /** HTTP port for /metrics, /healthz and /api. */
     httpPort: z.number().int().min(0).max(65535).default(8981),
-    /** Address to listen on. */
-    listen: z.string().default('0.0.0.0'),
+    /** Address to listen on: this machine only unless told otherwise. */
+    listen: z.string().default('127.0.0.1'),
+    /**
+     * The fleet's shared secret (`--fleet-token-file`, $REAPI_FLEET_TOKEN): schedulers and workers
+     * present it to storage nodes, which accept ActionCache writes and the writer's provenance only
+     * from callers presenting it. Unset on a storage node: every AC write is a client's.
+     */
+    fleetToken: z.string().min(16, 'the fleet token must have at least 16 characters').optional(),
     dataDir: z.string().default('.reapi-data'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     storage: z
@@ -45,8 +51,9 @@ export const configSchema = z
         /**
          * What UpdateActionResult from clients does: `allow` stores it, `deny` refuses with
          * PERMISSION_DENIED, `quarantine` keeps it unserved until a worker's execution agrees.
-         * Default: `allow` on storage-only endpoints (a remote cache; storage nodes, which workers
-         * write through), `deny` where actions are executed (only workers write).
+         * Default: `allow` on `reapi serve --no-execution` (a remote cache), `deny` where actions
+         * are executed (only workers write) and on storage nodes (`reapi cas`), where only callers
+         * presenting the fleet token write.
          */
         clientWrites: z.enum(['allow', 'deny', 'quarantine']).optional(),
         /**

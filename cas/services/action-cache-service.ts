@@ -1,4 +1,7 @@
 // ActionCache: GetActionResult (with inlining on request) and UpdateActionResult.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Metadata } from '@grpc/grpc-js';
+import { FLEET_TOKEN_HEADER } from '../grpc-clients.ts';
 import { digestKey, validateDigest, type Digest } from '../../common/digest.ts';
 import { invalidArgument, notFound, permissionDenied } from '../../common/errors.ts';
 import { requestLabels, unary } from '../../common/grpc.ts';
@@ -33,12 +36,16 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
 
     UpdateActionResult: unary(ctx, 'UpdateActionResult', async (req, call) => {
       const digest = validateDigest(req.action_digest, 'action_digest');
-      const policy = storage.clientWrites;
+      const fleet = isFleetMember(storage.fleetToken, call.metadata);
+      const policy = fleet ? 'allow' : storage.clientWrites;
       if (policy === 'deny') {
         ctx.metrics.actionCacheUpdates.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), source: 'client', result: 'refused' });
-        throw permissionDenied(
-          'this server does not accept ActionCache writes from clients (actionCache.clientWrites is "deny": only workers write)',
-        );
+        const fleetHint = !storage.trustsFleet
+          ? ''
+          : storage.fleetToken === undefined
+            ? '; this storage node has no fleet token, so no worker can write either: give storage nodes, schedulers and workers the same --fleet-token-file (or $REAPI_FLEET_TOKEN)'
+            : '; workers and schedulers write by presenting the fleet token';
+        throw permissionDenied(`this server does not accept ActionCache writes from clients (actionCache.clientWrites is "deny": only workers write)${fleetHint}`);
       }
       const result = req.action_result;
       if (!result) throw invalidArgument('action_result is missing');
@@ -48,7 +55,7 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
       if (result.stderr_raw.length > 0 && !result.stderr_digest) result.stderr_digest = await putBlob(blobs, result.stderr_raw);
       const stripped = { ...result, stdout_raw: Buffer.alloc(0), stderr_raw: Buffer.alloc(0) };
       const entry =
-        storage.trustProvenance && provenanceOf(stripped).source !== 'unknown'
+        fleet && provenanceOf(stripped).source !== 'unknown'
           ? stripped
           : withProvenance(stripped, { source: 'client', tool_invocation_id: labels.toolInvocationId ?? '' });
       if (policy === 'quarantine' && storage.onQuarantinedWrite) {
@@ -87,4 +94,14 @@ async function inline(
   for (const f of result.output_files) {
     if (want.files.has(f.path)) f.contents = (await take(f.digest)) ?? Buffer.alloc(0);
   }
+}
+
+/** Does the call carry the fleet token (compared in constant time)? */
+function isFleetMember(token: string | undefined, metadata: Metadata): boolean {
+  if (token === undefined) return false;
+  const sent = metadata.get(FLEET_TOKEN_HEADER)[0];
+  if (typeof sent !== 'string') return false;
+  const a = createHash('sha256').update(sent).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
 }

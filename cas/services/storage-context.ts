@@ -12,10 +12,13 @@ export interface StorageContext {
   config: Config;
   service: (name: string) => ServiceContext;
   /**
-   * Keep the provenance a writer records (storage nodes: their writers are workers) instead of
-   * marking every write as a client's (client-facing endpoints).
+   * Storage nodes: the fleet token. A caller presenting it (a scheduler or worker) writes the
+   * ActionCache whatever `clientWrites` says, and the provenance it records is kept; every other
+   * write is a client's (`clientWrites`, provenance "client").
    */
-  trustProvenance?: boolean;
+  fleetToken?: string;
+  /** A storage node (whose writers are fleet members), for messages. */
+  trustsFleet?: boolean;
   /** The write policy for UpdateActionResult from clients, resolved for this role. */
   clientWrites: 'allow' | 'deny' | 'quarantine';
   /** Told about every cache hit served by GetActionResult (feedback, audits). */

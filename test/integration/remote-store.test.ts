@@ -14,6 +14,7 @@ import { RemoteActionCache } from '../../cas/remote-action-cache.ts';
 import { RemoteBlobStore } from '../../cas/remote-blob-store.ts';
 import { ShardingBlobStore } from '../../cas/sharding-blob-store.ts';
 import { startStorageNode, type StorageNode } from '../../cas/storage-node.ts';
+import { TEST_FLEET_TOKEN } from '../support/reapi-process.ts';
 import { parseConfig } from '../../common/config.ts';
 import { digestOf, EMPTY_DIGEST, type Digest } from '../../common/digest.ts';
 import { ReapiError } from '../../common/errors.ts';
@@ -35,10 +36,10 @@ after(async () => {
 
 async function startNode(): Promise<Node> {
   const dataDir = await mkdtemp(join(tmpdir(), 'reapi-remote-store-'));
-  const config = parseConfig({ port: 0, httpPort: 0, listen: '127.0.0.1', dataDir, logLevel: 'silent' });
+  const config = parseConfig({ port: 0, httpPort: 0, listen: '127.0.0.1', dataDir, logLevel: 'silent', fleetToken: TEST_FLEET_TOKEN });
   const node = await startStorageNode(config, silentLogger);
   const address = `127.0.0.1:${node.grpcPort}`;
-  const clients = connectStorage(address);
+  const clients = connectStorage(address, { fleetToken: TEST_FLEET_TOKEN });
   let stopped: Promise<void> | undefined;
   const stop = () => (stopped ??= node.close());
   cleanups.push(async () => {

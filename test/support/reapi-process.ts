@@ -18,6 +18,9 @@ export interface ReapiProcess {
   kill(): Promise<void>;
 }
 
+/** The fleet token the roles started here share (at least 16 characters, like a real one). */
+export const TEST_FLEET_TOKEN = 'test-fleet-token-0123456789abcdef';
+
 /** `port`: the gRPC port to listen on (default 0: a free one), e.g. to restart a role where clients expect it. */
 export async function startReapi(
   args: string[],
@@ -25,7 +28,9 @@ export async function startReapi(
 ): Promise<ReapiProcess> {
   const child = spawn(process.execPath, [BIN, ...args, '--port', String(opts.port ?? 0), '--http-port', '0', '--listen', '127.0.0.1'], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...opts.env },
+    // Every role a test starts belongs to one fleet: storage nodes take ActionCache writes only
+    // from callers presenting this token.
+    env: { REAPI_FLEET_TOKEN: TEST_FLEET_TOKEN, ...process.env, ...opts.env },
     detached: true,
   });
   let stderr = '';

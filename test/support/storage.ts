@@ -58,7 +58,8 @@ export async function startTestStorage(overrides: ConfigInput = {}, opts: StartO
   try {
     config = parseConfig(
       mergeConfig(
-        { port: 0, httpPort: 0, listen: '127.0.0.1', logLevel: 'silent', storage: { backend: 'disk' } },
+        // A storage node used as a plain remote cache: clients may write its ActionCache.
+        { port: 0, httpPort: 0, listen: '127.0.0.1', logLevel: 'silent', storage: { backend: 'disk' }, actionCache: { clientWrites: 'allow' } },
         overrides as Record<string, unknown>,
         { dataDir },
       ),
