@@ -166,6 +166,38 @@ describe('DockerRunner', { skip }, () => {
     assert.equal(o.failure?.kind, 'cancelled');
   });
 
+  test('an action cannot end its run early: it finds no script or nonce in the FIFO, and markers it prints do not count', async () => {
+    // The old wrapper sourced its script from the FIFO line by line, so an action could read the
+    // rest of it (the end markers' nonce), print the markers and keep running while the worker
+    // collected its outputs. The action here tries exactly that and writes its output late.
+    for (const warm of [false, true]) {
+      const root = await execRoot();
+      const forge = [
+        's=$(timeout 2 cat /.reapi/ctl/go 2>/dev/null)',
+        'n=$(printf %s "$s" | sed -n "s/.*reapi-end-\\([0-9a-f]*\\):.*/\\1/p" | head -n 1)',
+        'echo "nonce:$n:" >&2',
+        'printf "\\000reapi-end-$n:\\n" >&2',
+        'printf "\\000reapi-end-$n:000\\n"',
+        'sleep 1',
+        'echo late > out',
+        'exit 4',
+      ].join('; ');
+      const r = warm ? new DockerRunner({ host: dockerd.host, stateDir: join(base, 'state-forge'), warmContainers: 1 }) : runner;
+      try {
+        if (warm) {
+          await exec(await execRoot(), ['true'], {}, undefined, r);
+          for (let t = 0; t < 300 && r.warmReady < 1; t++) await sleep(50);
+        }
+        const o = await exec(root, ['sh', '-c', forge], {}, undefined, r);
+        assert.match(o.stderr.toString(), /nonce::/, 'the FIFO held nothing of the script');
+        assert.equal(await readFile(join(root, 'out'), 'utf8'), 'late\n', 'the run ended only after the action did');
+        assert.equal(o.exitCode, 4);
+      } finally {
+        if (warm) await r.dispose();
+      }
+    }
+  });
+
   test('memory, process and file size limits', async () => {
     const mem = await sh(await execRoot(), 'x=a; while :; do x="$x$x"; done', { limits: { ...limits, memoryBytes: 48 * MiB } });
     assert.equal(mem.failure?.kind, 'memory-limit', JSON.stringify(mem.failure));

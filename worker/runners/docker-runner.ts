@@ -42,6 +42,7 @@ import {
   HELPER,
   SCRIPT_FIFO,
   STATUS_NO_WORKDIR,
+  WRAPPER_COMMAND,
   importHint,
   isStaticElf,
   parseImage,
@@ -136,6 +137,8 @@ interface Slot {
   /** Warm containers: the bind-mounted directory the exec root's entries are moved into. */
   root?: string;
   cgroup?: ContainerCgroup;
+  /** The container's init (the wrapper), as the host sees it. */
+  pid?: number;
 }
 
 interface Pool {
@@ -454,7 +457,7 @@ export class DockerRunner {
         name,
         Image: config.imageId,
         Entrypoint: [HELPER],
-        Cmd: ['sh', '-c', `. ${CONTROL_DIR}/${SCRIPT_FIFO}`],
+        Cmd: WRAPPER_COMMAND,
         User: `${config.uid}:${config.gid}`,
         Hostname: config.hostname,
         WorkingDir: '/',
@@ -485,6 +488,7 @@ export class DockerRunner {
       const info = (await slot.container.inspect()) as { State?: { Pid?: number } };
       const pid = info.State?.Pid;
       if (pid) {
+        slot.pid = pid;
         const cg = await ContainerCgroup.forPid(pid);
         if (cg) slot.cgroup = cg;
       }
@@ -659,6 +663,27 @@ export class DockerRunner {
     }
   }
 
+  /**
+   * Waits until the container holds no process but its wrapper (a forged marker came while the
+   * action still ran), or the container ends. False when the cgroup cannot be read.
+   */
+  private async onlyWrapperLeft(slot: Slot, ended: Promise<void>): Promise<boolean> {
+    const { cgroup, pid } = slot;
+    if (!cgroup || !pid) return false;
+    let over = false;
+    void ended.then(() => (over = true));
+    for (;;) {
+      let others: number;
+      try {
+        others = await cgroup.othersThan(pid);
+      } catch {
+        return false;
+      }
+      if (others === 0 || over) return true;
+      await sleep(LIMIT_POLL_MS);
+    }
+  }
+
   private async execute(spec: RunSpec, signal: AbortSignal, slot: Slot, script: ReturnType<typeof wrapperScript>, cold: boolean, startedAt: Date): Promise<RunOutcome> {
     const demux = new AttachDemux(spec.maxOutputBytes, script);
     const stream = (await slot.container.attach({ stream: true, stdout: true, stderr: true, logs: false })) as NodeJS.ReadableStream & { destroy?: () => void };
@@ -710,8 +735,15 @@ export class DockerRunner {
       }
 
       // The end: both markers (the wrapper saw the action and everything it started end), or
-      // the attach stream ending (the container was killed or died).
+      // the attach stream ending (the container was killed or died). Markers are checked against
+      // the container's cgroup, never trusted: an action can print them itself.
       await Promise.race([demux.markers(), streamEnded]);
+      if (demux.complete && !killedFor && !(await this.onlyWrapperLeft(slot, streamEnded))) {
+        // No cgroup to check: stop the container, so that nothing of the action can still run
+        // when its outputs are collected.
+        await slot.container.kill({ signal: 'SIGKILL' }).catch(() => {});
+        await Promise.race([slot.container.wait().catch(() => {}), sleep(10_000, true)]);
+      }
       for (const t of timers) clearTimeout(t);
       const completedAt = new Date();
       const usage = { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 };

@@ -81,16 +81,20 @@ export async function processStartTime(pid: number): Promise<string | undefined>
 // The wrapper
 
 /**
- * Every container runs `HELPER sh -c '. CONTROL_DIR/go'`: the shell blocks opening the FIFO until
- * the worker writes the run's script into it, which is what lets a container be created and
- * started before its action is known. The script sets the umask, enters the working directory,
- * runs the action with exactly the given environment (busybox `env -i`; stdin /dev/null), then
- * SIGKILLs every other process in the container and waits until they are all gone (or zombies),
- * so nothing can touch the exec root any more, and only then writes the end markers: one on
- * stderr, then one on stdout carrying the exit status. The worker takes the markers as the end of
- * the run without waiting for the engine to notice the container stopping (~80-150 ms); the
- * wrapper then sleeps until the container is removed.
+ * Every container runs WRAPPER_COMMAND: the shell blocks reading the FIFO until the worker writes
+ * the run's script into it and closes it, which is what lets a container be created and started
+ * before its action is known. The whole script is read before any of it runs, so nothing of it
+ * (the end-marker nonce included) is left in the FIFO for the action to read. The script sets the
+ * umask, enters the working directory, runs the action with exactly the given environment (busybox
+ * `env -i`; stdin /dev/null), then SIGKILLs every other process in the container and waits until
+ * they are all gone (or zombies), and only then writes the end markers: one on stderr, then one on
+ * stdout carrying the exit status; the wrapper then sleeps until the container is removed, so that
+ * its cgroup can still be read. The worker never takes the markers on trust: the run is over only
+ * when the container's cgroup holds no process but the wrapper (ContainerCgroup.othersThan), so an
+ * action that prints markers of its own gains nothing but ending its own output.
  */
+export const WRAPPER_COMMAND = ['sh', '-c', `s=$(${HELPER} cat ${CONTROL_DIR}/${SCRIPT_FIFO}) && eval "$s"`];
+
 export interface WrapperScript {
   text: string;
   /** Exact bytes that end stdout: marker + 3-digit status + '\n'. */
@@ -347,6 +351,14 @@ export class ContainerCgroup {
     if (memory || pids) v2 = undefined;
     if (!memory && !pids && !v2) return undefined;
     return new ContainerCgroup(memory, pids, cpuacct, v2);
+  }
+
+  /** Processes in the container other than `pid` (its init, in the host's pid namespace). */
+  async othersThan(pid: number): Promise<number> {
+    const dir = this.v2 ?? this.pids ?? this.memory;
+    const text = dir === undefined ? undefined : await readText(join(dir, 'cgroup.procs'));
+    if (text === undefined) throw new Error('the container cgroup cannot be read');
+    return text.split('\n').filter((l) => l.trim() !== '' && Number(l) !== pid).length;
   }
 
   async limitEvents(): Promise<{ oomKills: number; pidsLimitHits: number }> {
