@@ -34,7 +34,10 @@ export class ZstdDecoder {
         if (this.produced > this.maxOutputBytes) throw new ZstdLimitError(`decompresses to more than ${this.maxOutputBytes} bytes`);
         yield dst.subarray(0, produced);
       }
-      if (src.length === 0 && produced < dst.length) return;
+      // Done with this chunk once its input is used up and either the output buffer was not
+      // filled (nothing is held back) or the frame is complete: calling again then would start
+      // looking for the next frame and report the finished one as unfinished.
+      if (src.length === 0 && (produced < dst.length || ret === 0)) return;
     }
   }
 

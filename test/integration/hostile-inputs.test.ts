@@ -79,7 +79,7 @@ describe('hostile input roots', { skip: sandboxSkip }, () => {
         crateName: 'hostile',
         policyFile: null,
         tools: [],
-        readOnlyPaths: ['/usr/lib'],
+        readOnlyPaths: ['/usr/lib', '/usr/lib64'],
         limits: { memoryBytes: 256 * 2 ** 20, processes: 64, timeoutSeconds: 30 },
         ...policy,
       });
@@ -108,7 +108,7 @@ describe('hostile input roots', { skip: sandboxSkip }, () => {
   });
 
   test("a build-script policy cannot widen what the sandbox sees beyond the worker's visiblePaths", async () => {
-    const r = await buildScript({}, { readOnlyPaths: ['/usr/lib', s.dataDir] });
+    const r = await buildScript({}, { readOnlyPaths: ['/usr/lib', '/usr/lib64', s.dataDir] });
     assert.equal(r.result.exit_code, 2);
     assert.match(await stderrOf(s.c, r.result), /makes .* visible, which this worker never shows build scripts \(the worker's worker\.buildScripts\.visiblePaths: \/usr\)/);
   });
