@@ -219,43 +219,71 @@ export class ConfinedDir {
   }
 
   /**
-   * What `path` finally is once every symlink on the way (the last component's included) is
-   * followed inside the tree: the kind of entry, or undefined when it dangles. EscapeError when
-   * it leads outside. Call it on the root: `path` is relative to it.
+   * Opens the directory holding the last component of `path` (walked as by openDir) and runs
+   * `fn` on it and that component's name; the directory is closed afterwards.
    */
-  async resolveKind(path: string | readonly string[]): Promise<Exclude<EntryKind, 'symlink'> | undefined> {
+  async atPath<T>(path: string | readonly string[], fn: (dir: ConfinedDir, name: string) => Promise<T>, opts: { follow?: boolean } = {}): Promise<T> {
+    const parts = typeof path === 'string' ? components(path) : [...path];
+    const name = parts.pop();
+    if (name === undefined || name === '..') throw new NotFoundError(`"${parts.join('/')}" names a directory, not an entry in one`, 'ENOENT');
+    const dir = await this.openDir(parts, opts);
+    try {
+      return await fn(dir, name);
+    } finally {
+      await dir.close();
+    }
+  }
+
+  /** Reads regular file `path` (no symlink followed anywhere on it), refusing one larger than `maxBytes`. */
+  readFileAt(path: string | readonly string[], maxBytes: number): Promise<Buffer> {
+    return this.atPath(path, (dir, name) => dir.readFile(name, maxBytes));
+  }
+
+  /**
+   * Where `path` finally leads once every symlink on the way (the last component's included) is
+   * followed inside the tree: the directory holding the entry, its name and kind (no name: the
+   * path is that directory itself), or undefined when it dangles. EscapeError when it leads
+   * outside. Call it on the root: `path` is relative to it. The caller closes `dir`.
+   */
+  async resolve(path: string | readonly string[]): Promise<{ dir: ConfinedDir; name?: string; kind: Exclude<EntryKind, 'symlink'> } | undefined> {
     const rest = typeof path === 'string' ? components(path) : [...path];
+    const dangling = (err: unknown): undefined => {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    };
     for (let links = 0; links <= MAX_LINKS; links++) {
       const name = rest.pop();
       if (name === undefined || name === '..') {
         // A directory, if the walk to it stays inside (it throws EscapeError otherwise).
-        const dir = await this.openDir(name === undefined ? rest : [...rest, name], { follow: true }).catch((err: unknown) => {
-          if (err instanceof NotFoundError) return undefined;
-          throw err;
-        });
-        await dir?.close();
-        return dir ? 'directory' : undefined;
+        const dir = await this.openDir(name === undefined ? rest : [...rest, name], { follow: true }).catch(dangling);
+        return dir && { dir, kind: 'directory' };
       }
-      let dir: ConfinedDir;
-      try {
-        dir = await this.openDir(rest, { follow: true });
-      } catch (err) {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      }
+      const dir = await this.openDir(rest, { follow: true }).catch(dangling);
+      if (!dir) return undefined;
+      let found = false;
       try {
         const st = await dir.lstatOrUndefined(name);
         if (!st) return undefined;
         const kind = kindOf(st);
-        if (kind !== 'symlink') return kind;
+        if (kind !== 'symlink') {
+          found = true;
+          return { dir, name, kind };
+        }
         const target = await dir.readlink(name);
         const link = [...dir.components, name].join('/');
         if (target.startsWith('/')) throw new EscapeError(`symlink "${link}" has the absolute target "${target}"`, link);
         rest.splice(0, rest.length, ...dir.components, ...components(target));
       } finally {
-        await dir.close();
+        if (!found) await dir.close();
       }
     }
     return undefined;
+  }
+
+  /** What `path` finally is (see resolve), or undefined when it dangles. */
+  async resolveKind(path: string | readonly string[]): Promise<Exclude<EntryKind, 'symlink'> | undefined> {
+    const found = await this.resolve(path);
+    await found?.dir.close();
+    return found?.kind;
   }
 }

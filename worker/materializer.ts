@@ -3,6 +3,7 @@
 // Also creates the parents of declared outputs, which REAPI makes the server's job.
 import { mkdir, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseConfig } from '../common/config.ts';
 import { digestKey, validateDigest, type Digest } from '../common/digest.ts';
 import { invalidArgument, missingBlobs, ReapiError } from '../common/errors.ts';
 import { readBlob } from '../cas/blob-io.ts';
@@ -50,7 +51,8 @@ export interface InputLimits {
   maxDepth: number;
 }
 
-export const DEFAULT_INPUT_LIMITS: InputLimits = { maxEntries: 2_000_000, maxFiles: 1_000_000, maxBytes: 64 * 1024 ** 3, maxDepth: 512 };
+/** The config's defaults (worker.inputLimits), for callers that pass none. */
+export const DEFAULT_INPUT_LIMITS: InputLimits = parseConfig({}).worker.inputLimits;
 
 interface TreeSize {
   entries: number;

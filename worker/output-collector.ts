@@ -100,18 +100,15 @@ async function hashHandle(fh: FileHandle): Promise<Digest> {
 const isExecutable = (st: Stats): boolean => (st.mode & 0o100) !== 0;
 
 /** Opens the file at physical path `parts` of the tree (no symlink followed) and runs `fn` on it. */
-async function withFile<T>(root: ConfinedDir, parts: readonly string[], fn: (fh: FileHandle) => Promise<T>): Promise<T> {
-  const dir = await root.openDir(parts.slice(0, -1));
-  try {
-    const fh = await dir.openFile(parts[parts.length - 1]!);
+function withFile<T>(root: ConfinedDir, parts: readonly string[], fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+  return root.atPath(parts, async (dir, name) => {
+    const fh = await dir.openFile(name);
     try {
       return await fn(fh);
     } finally {
       await fh.close();
     }
-  } finally {
-    await dir.close();
-  }
+  });
 }
 
 class Collector {

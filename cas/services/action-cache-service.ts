@@ -36,10 +36,11 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
 
     UpdateActionResult: unary(ctx, 'UpdateActionResult', async (req, call) => {
       const digest = validateDigest(req.action_digest, 'action_digest');
+      const instance = ctx.metrics.labels.instance.of(req.instance_name);
       const fleet = isFleetMember(storage.fleetToken, call.metadata);
       const policy = fleet ? 'allow' : storage.clientWrites;
       if (policy === 'deny') {
-        ctx.metrics.actionCacheUpdates.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), source: 'client', result: 'refused' });
+        ctx.metrics.actionCacheUpdates.inc({ instance, source: 'client', result: 'refused' });
         const fleetHint = !storage.trustsFleet
           ? ''
           : storage.fleetToken === undefined
@@ -62,11 +63,11 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
         // Not served until a worker's execution of the action agrees with it.
         const blob = await putBlob(blobs, encode('ActionResult', entry));
         await storage.onQuarantinedWrite(req.instance_name, digest, blob, labels);
-        ctx.metrics.actionCacheUpdates.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), source: 'client', result: 'quarantined' });
+        ctx.metrics.actionCacheUpdates.inc({ instance, source: 'client', result: 'quarantined' });
         return result;
       }
       await actionCache.put(req.instance_name, digest, entry);
-      ctx.metrics.actionCacheUpdates.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), source: 'client', result: 'stored' });
+      ctx.metrics.actionCacheUpdates.inc({ instance, source: 'client', result: 'stored' });
       return result;
     }),
   };

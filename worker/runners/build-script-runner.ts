@@ -35,7 +35,7 @@ import { promisify } from 'node:util';
 
 import { actionPolicySchema, allowHint, TOOL_GROUPS, type ActionPolicy } from '../../clients/cargo/policy.ts';
 import type { Logger } from '../../common/logger.ts';
-import { components, ConfinedDir } from '../confined-dir.ts';
+import { ConfinedDir } from '../confined-dir.ts';
 import type { RunFailure, RunOutcome, RunSpec, Runner } from '../runner.ts';
 import type { BwrapRunner, SandboxMounts } from './bwrap-runner.ts';
 import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from './build-script-contract.ts';
@@ -392,7 +392,8 @@ export class BuildScriptRunner implements Runner {
     let policy: ActionPolicy;
     const root = await ConfinedDir.openRoot(spec.execRoot);
     try {
-      const text = await readPolicy(root);
+      // Never through a symlink anywhere on its path.
+      const text = (await root.readFileAt(LAYOUT.policy, MAX_POLICY_BYTES)).toString('utf8');
       const parsed = actionPolicySchema.safeParse(JSON.parse(text));
       if (!parsed.success) return refuse(`invalid ${LAYOUT.policy}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
       policy = parsed.data;
@@ -552,28 +553,11 @@ export class BuildScriptRunner implements Runner {
   }
 }
 
-/** The action's policy file, read without following a symlink anywhere on its path. */
-async function readPolicy(root: ConfinedDir): Promise<string> {
-  const parts = components(LAYOUT.policy);
-  const name = parts.pop()!;
-  const dir = await root.openDir(parts);
-  try {
-    return (await dir.readFile(name, MAX_POLICY_BYTES)).toString('utf8');
-  } finally {
-    await dir.close();
-  }
-}
-
 /** strace's output (written by the sandbox user, so read without following links); '' when there is none. */
 async function readTrace(scratch: string): Promise<string> {
   const dir = await ConfinedDir.openRoot(scratch);
   try {
-    const trace = await dir.openDir(['trace']);
-    try {
-      return (await trace.readFile('trace', MAX_TRACE_BYTES)).toString('utf8');
-    } finally {
-      await trace.close();
-    }
+    return (await dir.readFileAt(['trace', 'trace'], MAX_TRACE_BYTES)).toString('utf8');
   } catch {
     return '';
   } finally {

@@ -207,32 +207,19 @@ function below(base: readonly string[], p: string, flag: string): string[] {
 }
 
 /** Reads an input file of the action; symlinks are followed only while they stay inside the exec root. */
-async function readInput(root: ConfinedDir, base: readonly string[], p: string, flag: string, hops = 0): Promise<Buffer> {
-  if (hops > 40) throw new UsageError(`${flag}: too many levels of symlinks`);
+async function readInput(root: ConfinedDir, base: readonly string[], p: string, flag: string): Promise<Buffer> {
   const parts = below(base, p, flag);
-  const name = parts.pop()!;
-  let dir: ConfinedDir;
   try {
-    dir = await root.openDir(parts, { follow: true });
-  } catch (err) {
-    throw confinedError(err, flag, p);
-  }
-  try {
-    const st = await dir.lstatOrUndefined(name);
-    if (st?.isSymbolicLink()) {
-      // An input symlink: read what it leads to, found by the confined walk.
-      const target = await dir.readlink(name);
-      if (isAbsolute(target)) throw new UsageError(`${flag} ${p} is a symlink to the absolute path ${target}`);
-      return await readInput(root, [], [...dir.components, ...components(target)].join('/'), flag, hops + 1).catch((err: unknown) => {
-        throw err instanceof UsageError ? new UsageError(`${flag} ${p}: ${err.message}`) : err;
-      });
+    const found = await root.resolve(parts);
+    if (!found) throw new UsageError(`${flag} ${p}: no such file among the action's inputs`);
+    try {
+      if (found.kind !== 'file') throw new UsageError(`${flag} ${p}: no such file among the action's inputs`);
+      return await found.dir.readFile(found.name!, MAX_INPUT_BYTES);
+    } finally {
+      await found.dir.close();
     }
-    if (!st?.isFile()) throw new UsageError(`${flag} ${p}: no such file among the action's inputs`);
-    return await dir.readFile(name, MAX_INPUT_BYTES);
   } catch (err) {
     throw confinedError(err, flag, p);
-  } finally {
-    await dir.close();
   }
 }
 
