@@ -48,6 +48,7 @@ const TRACE_FILE = `${TRACE_DIR}/trace`;
 const MAX_POLICY_BYTES = 1024 * 1024;
 const MAX_TRACE_BYTES = 32 * 1024 * 1024;
 const TOOL_DIRS = ['/usr/bin', '/usr/sbin', '/usr/local/bin', '/usr/local/sbin', '/bin', '/sbin'];
+const TOOL_DIR_SET = new Set(TOOL_DIRS);
 const ETC_FILES = ['/etc/ld.so.cache', '/etc/ld.so.conf', '/etc/ld.so.conf.d'];
 const TRACED = 'open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,unlink,unlinkat,link,linkat,symlink,symlinkat,truncate,execve,execveat,connect,sendto,sendmsg,bind';
 /** Failed lookups that are routine (dynamic loader, libc, compilers probing), never reported. */
@@ -224,7 +225,7 @@ export class BuildScriptRunner implements Runner {
           variation: { execRootMount: CANONICAL_ROOT },
         },
         new AbortController().signal,
-        await this.mounts(policy, (await this.toolBinds(policy)).binds, scratch.dir),
+        await this.mounts((await this.visibleBinds(policy)).binds, (await this.toolBinds(policy)).binds, scratch.dir),
       );
       if (outcome.exitCode !== 0) this.logger?.warn({ stderr: outcome.stderr.toString().slice(0, 500), failure: outcome.failure }, 'strace probe failed');
       return outcome.exitCode === 0;
@@ -329,20 +330,31 @@ export class BuildScriptRunner implements Runner {
     return p;
   }
 
+  /**
+   * The policy's read-only paths as binds (host path with symlinks resolved -> path inside), each
+   * checked against the operator's allowlist once, as given and resolved: the resolved path is
+   * what gets bound, so a symlink swapped in later cannot widen it. `refused` names the first path
+   * outside the allowlist. Paths missing on this host are left out; tool directories are never
+   * bound whole (`tools` decides what is in them).
+   */
+  private async visibleBinds(policy: ActionPolicy): Promise<{ binds: Array<{ real: string; path: string }>; refused?: string }> {
+    const binds: Array<{ real: string; path: string }> = [];
+    for (const path of policy.readOnlyPaths) {
+      const real = await realpath(path).catch(() => undefined);
+      if (!within(path, this.host.visible) || (real !== undefined && !within(real, this.host.visibleReal))) {
+        return { binds, refused: real !== undefined && real !== path ? `${path} (${real})` : path };
+      }
+      if (real !== undefined && !TOOL_DIR_SET.has(path)) binds.push({ real, path });
+    }
+    return { binds };
+  }
+
   /** The sandbox filesystem for one policy. */
-  private async mounts(policy: ActionPolicy, tools: Map<string, string>, scratch: string): Promise<SandboxMounts> {
+  private async mounts(visible: Array<{ real: string; path: string }>, tools: Map<string, string>, scratch: string): Promise<SandboxMounts> {
     const h = this.host;
     const sys: string[] = ['--perms', '0755', '--dir', '/etc'];
     for (const f of ETC_FILES) sys.push('--ro-bind-try', f, f);
-    const toolDirs = new Set(['/usr/bin', '/usr/sbin', '/bin', '/sbin', '/usr/local/bin', '/usr/local/sbin']);
-    for (const p of policy.readOnlyPaths) {
-      // Tool directories are never bound whole: `tools` decides what is in them.
-      if (toolDirs.has(p)) continue;
-      // run() has checked that the path, symlinks resolved, is inside the operator's allowlist;
-      // bind that resolved path, so a symlink swapped in since cannot widen it.
-      const real = await realpath(p).catch(() => undefined);
-      if (real !== undefined && within(real, h.visibleReal)) sys.push('--ro-bind', real, p);
-    }
+    for (const { real, path } of visible) sys.push('--ro-bind', real, path);
     for (const { path, link } of h.rootLinks) {
       if (path === '/bin' || path === '/sbin') sys.push('--symlink', `usr${path}`, path);
       else if (link !== undefined) sys.push('--symlink', link, path);
@@ -406,27 +418,32 @@ export class BuildScriptRunner implements Runner {
     } finally {
       await root.close();
     }
-    for (const p of policy.readOnlyPaths) {
-      const real = await realpath(p).catch(() => p);
-      if (!within(p, this.host.visible) || !within(real, this.host.visibleReal)) {
-        return refuse(
-          `build script of ${policy.crate}: its policy makes ${p}${real !== p ? ` (${real})` : ''} visible, which this worker never shows build scripts ` +
-            `(the worker's worker.buildScripts.visiblePaths: ${this.host.visible.join(', ')}); a policy can narrow what build scripts see, not widen it: ask the worker's operator`,
-        );
-      }
+    const visible = await this.visibleBinds(policy);
+    if (visible.refused !== undefined) {
+      return refuse(
+        `build script of ${policy.crate}: its policy makes ${visible.refused} visible, which this worker never shows build scripts ` +
+          `(the worker's worker.buildScripts.visiblePaths: ${this.host.visible.join(', ')}); a policy can narrow what build scripts see, not widen it: ask the worker's operator`,
+      );
     }
 
     const mount = spec.variation?.execRootMount ?? CANONICAL_ROOT;
     const hint = allowHint(policy, 'tools', '\u0000').split('\u0000');
     const scratch = await this.scratch(`${policy.crate}\n${hint[0]!.replace(/\n/g, ' ')}\n${(hint[1] ?? '').replace(/\n/g, ' ')}\n`);
     try {
-      return await this.runIn(spec, signal, policy, mount, scratch.dir);
+      return await this.runIn(spec, signal, policy, visible.binds, mount, scratch.dir);
     } finally {
       await scratch.remove();
     }
   }
 
-  private async runIn(spec: RunSpec, signal: AbortSignal, policy: ActionPolicy, mount: string, scratch: string): Promise<RunOutcome> {
+  private async runIn(
+    spec: RunSpec,
+    signal: AbortSignal,
+    policy: ActionPolicy,
+    visible: Array<{ real: string; path: string }>,
+    mount: string,
+    scratch: string,
+  ): Promise<RunOutcome> {
     const { binds } = await this.toolBinds(policy);
 
     const env: Record<string, string> = {};
@@ -451,7 +468,7 @@ export class BuildScriptRunner implements Runner {
         variation: { ...spec.variation, execRootMount: mount },
       },
       signal,
-      await this.mounts(policy, binds, scratch),
+      await this.mounts(visible, binds, scratch),
     );
     outcome.stdout = replaceBytes(outcome.stdout, mount, CANONICAL_ROOT);
     outcome.stderr = replaceBytes(outcome.stderr, mount, CANONICAL_ROOT);
@@ -501,7 +518,6 @@ export class BuildScriptRunner implements Runner {
     const add = (s: string) => {
       if (!out.includes(s)) out.push(s);
     };
-    const toolDirs = new Set(['/usr/bin', '/bin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/local/sbin']);
     const missingTools = new Set<string>();
     for (const line of text.split('\n')) {
       const m = /^\d+\s+(\w+)\((.*)\)\s+=\s+-1\s+(E[A-Z]+)/.exec(line);
@@ -521,7 +537,7 @@ export class BuildScriptRunner implements Runner {
       if (!raw.startsWith('/') && errno !== 'EROFS') continue;
       const path = real(raw.startsWith('/') ? raw : posix.join(mount, LAYOUT.src, raw));
       if (call === 'execve' || call === 'execveat') {
-        if (errno === 'ENOENT' && toolDirs.has(posix.dirname(path))) {
+        if (errno === 'ENOENT' && TOOL_DIR_SET.has(posix.dirname(path))) {
           const tool = basename(path);
           if (!tools.has(tool) && !missingTools.has(tool)) {
             missingTools.add(tool);
