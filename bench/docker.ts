@@ -21,7 +21,7 @@ import { startServe } from '../cli/roles.ts';
 import { parseConfig } from '../common/config.ts';
 import { silentLogger } from '../common/logger.ts';
 import { Metrics } from '../common/metrics.ts';
-import type { RunOutcome, RunSpec, Runner } from '../worker/runner.ts';
+import type { RunOutcome, RunSpec, Runner } from '../execution/runner.ts';
 import { BwrapRunner } from '../worker/runners/bwrap-runner.ts';
 import { DockerRunner } from '../worker/runners/docker-runner.ts';
 import { BUSYBOX_IMAGE, dockerSkipReason, startDockerd, type TestDockerd } from '../test/support/dockerd.ts';

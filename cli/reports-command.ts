@@ -1,6 +1,6 @@
 // `reapi reports`: the nondeterminism and cache-poisoning reports of a running server, newest
 // first, read from its HTTP API (GET /api/reports).
-import type { Report } from '../scheduler/report-store.ts';
+import type { Report } from '../execution/report-store.ts';
 
 export interface ReportsFlags {
   http: string;

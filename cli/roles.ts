@@ -16,12 +16,12 @@ import { serviceDefinitions } from '../protos/index.ts';
 import { BullmqJobQueue } from '../scheduler/bullmq-queue.ts';
 import { executionService, operationsService } from '../scheduler/execution-service.ts';
 import { InProcessJobQueue } from '../scheduler/in-process-queue.ts';
-import type { JobQueue } from '../scheduler/job-queue.ts';
+import type { JobQueue } from '../execution/job-queue.ts';
 import { startWorker } from '../worker/worker.ts';
 import type { JsonRoute } from '../common/http-server.ts';
 import { Auditor } from '../scheduler/auditor.ts';
-import { MemoryFeedbackStore, RedisFeedbackStore, type FeedbackStore } from '../scheduler/feedback.ts';
-import { MemoryReportStore, RedisReportStore, type ReportStore } from '../scheduler/report-store.ts';
+import { MemoryFeedbackStore, RedisFeedbackStore, type FeedbackStore } from '../execution/feedback.ts';
+import { MemoryReportStore, RedisReportStore, type ReportStore } from '../execution/report-store.ts';
 import { VerificationPolicy } from '../scheduler/verification-policy.ts';
 
 export interface RunningRole {

@@ -5,7 +5,7 @@
 // module and inputs are uploaded (FindMissingBlobs first) and the action executed.
 import { status as grpcStatus } from '@grpc/grpc-js';
 import type { Digest } from '../common/digest.ts';
-import { WASM_MACRO_PLATFORM, WASM_MACRO_PROGRAM } from '../worker/runners/wasm/contract.ts';
+import { WASM_MACRO_PLATFORM, WASM_MACRO_PROGRAM } from '../execution/wasm-macro.ts';
 import {
   execute,
   lookupActionResult,

@@ -10,8 +10,8 @@ import { digestKey, type Digest } from '../common/digest.ts';
 import type { RequestLabels } from '../common/grpc.ts';
 import type { Logger } from '../common/logger.ts';
 import { encode } from '../protos/index.ts';
-import { loadAction } from './action-loader.ts';
-import type { JobQueue } from './job-queue.ts';
+import { loadAction } from '../execution/action-loader.ts';
+import type { JobQueue } from '../execution/job-queue.ts';
 import type { VerificationPolicy } from './verification-policy.ts';
 
 /** Audits queue behind everything clients wait for (REAPI: larger priority values run later). */

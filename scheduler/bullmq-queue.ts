@@ -68,7 +68,7 @@ import type {
   SubmitOptions,
   SubmitResult,
   WorkerRegistration,
-} from './job-queue.ts';
+} from '../execution/job-queue.ts';
 import {
   DEFAULT_LOCALITY_TTL_MS,
   LOCALITY_WORKERS_PER_KEY,
@@ -77,7 +77,7 @@ import {
   rankLocality,
   satisfies,
   unsatisfiableProperties,
-} from './platform.ts';
+} from '../execution/platform.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Lua scripts, defined on the command connection as ioredis custom commands

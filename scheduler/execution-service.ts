@@ -12,10 +12,10 @@ import { decodeDirectory } from '../cas/tree.ts';
 import { cancelled, failedPrecondition, invalidArgument, notFound, unimplemented } from '../common/errors.ts';
 import { requestLabels, serverStream, unary, type ServiceContext } from '../common/grpc.ts';
 import type { ExecutionHandlers, MessageInput, OperationsHandlers } from '../protos/index.ts';
-import { loadAction } from './action-loader.ts';
+import { loadAction } from '../execution/action-loader.ts';
 import type { Auditor } from './auditor.ts';
 import type { VerificationPolicy } from './verification-policy.ts';
-import type { JobQueue } from './job-queue.ts';
+import type { JobQueue } from '../execution/job-queue.ts';
 import { cachedOperation, operationMessage, type Operation } from './operation-message.ts';
 
 export interface ExecutionDeps {

@@ -22,7 +22,7 @@ import type {
   SubmitOptions,
   SubmitResult,
   WorkerRegistration,
-} from './job-queue.ts';
+} from '../execution/job-queue.ts';
 import {
   DEFAULT_LOCALITY_TTL_MS,
   LOCALITY_WORKERS_PER_KEY,
@@ -31,7 +31,7 @@ import {
   rankLocality,
   satisfies,
   unsatisfiableProperties,
-} from './platform.ts';
+} from '../execution/platform.ts';
 
 export interface InProcessJobQueueOptions {
   /** Deliveries of one job before a handler that keeps throwing fails the operation (default 3). */

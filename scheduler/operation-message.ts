@@ -1,6 +1,6 @@
 // OperationState (what the queue keeps) -> google.longrunning.Operation (what clients see).
 import { packAny, typeUrl, type MessageInput } from '../protos/index.ts';
-import type { OperationState, Stage } from './job-queue.ts';
+import type { OperationState, Stage } from '../execution/job-queue.ts';
 import type { Digest } from '../common/digest.ts';
 
 export type Operation = MessageInput<'Operation'>;

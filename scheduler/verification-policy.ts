@@ -3,7 +3,7 @@
 // with a history of nondeterminism, and entries nobody verified (or that a client wrote) come
 // first, while the overall fractions stay near --verify-rate and --audit-rate.
 import { digestKey, type Digest } from '../common/digest.ts';
-import type { FeedbackStore } from './feedback.ts';
+import type { FeedbackStore } from '../execution/feedback.ts';
 
 export interface EntryProvenance {
   source: 'worker' | 'client' | 'unknown';

@@ -4,15 +4,9 @@ import { readBlob } from '../cas/blob-io.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
 import { digestKey, digestOf, type Digest } from '../common/digest.ts';
 import { decode, encode, type MessageInput, type MessageOutput } from '../protos/index.ts';
+import type { Difference } from '../execution/report-store.ts';
 
 type ResultLike = MessageInput<'ActionResult'> | MessageOutput<'ActionResult'>;
-
-export interface Difference {
-  /** What differs: 'exit code', 'stdout', 'stderr', or an output path (inside a directory: 'dir/file'). */
-  what: string;
-  /** A short human-readable diff: first differing line for text, first differing offset for binary. */
-  detail: string;
-}
 
 /** Largest blob read to describe a difference; larger ones are reported by digest only. */
 const MAX_DIFF_BYTES = 16 * 1024 * 1024;

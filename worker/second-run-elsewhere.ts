@@ -4,7 +4,7 @@
 import { decode, encode, type MessageInput, type MessageOutput } from '../protos/index.ts';
 import { Status } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
-import type { JobQueue, JobSpec, OperationState } from '../scheduler/job-queue.ts';
+import type { JobQueue, JobSpec, OperationState } from '../execution/job-queue.ts';
 
 /** What the other worker answers besides the ActionResult (in ExecuteResponse.message). */
 export interface SecondRunNote {

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import type { Variation } from './runner.ts';
+import type { Variation } from '../execution/runner.ts';
 
 export interface VariationSettings {
   /** Run the second execution under libfaketime (dynamic binaries only). */

@@ -10,10 +10,10 @@ import { digestKey } from '../common/digest.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Metrics } from '../common/metrics.ts';
 import { decode, encode, type MessageInput } from '../protos/index.ts';
-import type { FeedbackStore } from '../scheduler/feedback.ts';
-import type { JobSpec } from '../scheduler/job-queue.ts';
-import type { Report, ReportStore } from '../scheduler/report-store.ts';
-import { compareResults, type Difference } from './result-comparison.ts';
+import type { FeedbackStore } from '../execution/feedback.ts';
+import type { JobSpec } from '../execution/job-queue.ts';
+import type { Difference, Report, ReportStore } from '../execution/report-store.ts';
+import { compareResults } from './result-comparison.ts';
 
 interface VerifierDeps {
   workerName: string;

@@ -17,8 +17,8 @@ import { digestOf, type Digest } from '../../common/digest.ts';
 import { decode, encode, type MessageInput, type MessageOutput } from '../../protos/index.ts';
 import { unary } from '../grpc-calls.ts';
 import { execute, lookupActionResult, readBlob, uploadBlobs, type ActionResult, type ExecClients } from '../remote-execution.ts';
-import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from '../../worker/runners/build-script-contract.ts';
-import { passedEnv, resolvePolicy, type ActionPolicy, type LoadedPolicy } from './policy.ts';
+import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY, type ActionPolicy } from '../../execution/build-script.ts';
+import { passedEnv, resolvePolicy, type LoadedPolicy } from './policy.ts';
 
 const run = promisify(execFile);
 

@@ -1,33 +1,12 @@
-// The build-script policy: which tools a build script may run, which system directories it sees
-// (read-only), which host environment variables it gets, and its limits. Two shapes:
-//
-// - the policy FILE a project keeps (`reapi-build-policy.json` in the workspace root, or
-//   `--policy FILE` / REAPI_BUILD_POLICY): defaults plus per-crate overrides, validated by zod;
-// - the ACTION policy: the file resolved for one crate, written into the Action as
-//   `.reapi/policy.json` (so it is part of the action key) and enforced by the worker's
-//   BuildScriptRunner (worker/runners/build-script-runner.ts).
-//
-// Network access is never allowed; writes go only to OUT_DIR and temp. Neither is configurable.
+// The build-script policy FILE a project keeps (`reapi-build-policy.json` in the workspace root,
+// or `--policy FILE` / REAPI_BUILD_POLICY): defaults plus per-crate overrides, validated by zod,
+// and resolved per crate into the action policy of execution/build-script.ts.
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 
 import { parseSize } from '../../common/config.ts';
-
-/** Name of the policy file looked up in the working directory and its ancestors. */
-export const POLICY_FILE_NAME = 'reapi-build-policy.json';
-
-/** Tool group names and what they stand for (expanded on the worker, against its /usr/bin). */
-export const TOOL_GROUPS: Record<string, { describe: string; names: string[]; pattern?: RegExp }> = {
-  rustc: { describe: 'rustc and rustdoc', names: ['rustc', 'rustdoc'] },
-  'c-toolchain': {
-    describe: 'the C/C++ compiler, assembler, linker and binutils',
-    names: ['cc', 'c++', 'gcc', 'g++', 'cpp', 'as', 'ld', 'ld.bfd', 'ld.gold', 'ar', 'ranlib', 'nm', 'objcopy', 'objdump', 'strip', 'readelf'],
-    // Versioned and target-prefixed names, e.g. gcc-12, x86_64-linux-gnu-gcc-12, x86_64-linux-gnu-ar.
-    pattern: /^(?:[a-z0-9_]+-linux-gnu-)?(?:gcc|g\+\+|cpp|cc|c\+\+|as|ld|ld\.bfd|ld\.gold|ar|ranlib|nm|objcopy|objdump|strip|readelf)(?:-\d+)?$/,
-  },
-  'pkg-config': { describe: 'pkg-config (pkgconf)', names: ['pkg-config', 'pkgconf'], pattern: /^(?:[a-z0-9_]+-linux-gnu-)?pkg-?config$/ },
-};
+import { absolutePath, POLICY_FILE_NAME, toolName, type ActionPolicy } from '../../execution/build-script.ts';
 
 export const DEFAULT_TOOLS: readonly string[] = ['rustc', 'c-toolchain', 'pkg-config'];
 
@@ -57,11 +36,6 @@ const memory = z.union([z.number().int().positive(), z.string()]).transform((v, 
   return n;
 });
 
-const toolName = z.string().regex(/^[A-Za-z0-9._+-]+$/, 'a tool is a program name such as "git" or a group: rustc, c-toolchain, pkg-config');
-const absolutePath = z
-  .string()
-  .refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'must be an absolute path without ".."')
-  .transform((p) => (p.length > 1 ? p.replace(/\/+$/, '') : p));
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
 
 const limitsSchema = z
@@ -90,23 +64,6 @@ export const policyFileSchema = z
   })
   .strict();
 export type PolicyFile = z.infer<typeof policyFileSchema>;
-
-/** The policy of one build script, as carried inside its Action (`.reapi/policy.json`). */
-export const actionPolicySchema = z
-  .object({
-    version: z.literal(1),
-    /** "name vVERSION" of the package whose build script this is (as Cargo names it). */
-    crate: z.string(),
-    /** The crate name as the policy file's `crates` keys spell it. */
-    crateName: z.string(),
-    /** The policy file as the user named it (for messages), or null when the defaults apply. */
-    policyFile: z.string().nullable(),
-    tools: z.array(toolName),
-    readOnlyPaths: z.array(absolutePath),
-    limits: z.object({ memoryBytes: z.number().int().positive(), processes: z.number().int().positive(), timeoutSeconds: z.number().positive() }).strict(),
-  })
-  .strict();
-export type ActionPolicy = z.infer<typeof actionPolicySchema>;
 
 export class PolicyError extends Error {}
 
@@ -188,10 +145,4 @@ export function resolvePolicy(policy: LoadedPolicy, crateName: string, version: 
 /** Host environment variable names passed through for this crate. */
 export function passedEnv(policy: LoadedPolicy, crateName: string): string[] {
   return union(policy.file.env ?? DEFAULT_ENV, policy.file.crates?.[crateName]?.env);
-}
-
-/** How a denial tells the user to allow something: the setting and where it goes. */
-export function allowHint(policy: Pick<ActionPolicy, 'crateName' | 'policyFile'>, key: 'tools' | 'readOnlyPaths' | 'limits', value: string): string {
-  const where = policy.policyFile ?? `${POLICY_FILE_NAME} in the workspace root (create it)`;
-  return `allow it with "crates": {"${policy.crateName}": {"${key}": ${value}}} in ${where}`;
 }

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import type { Report } from '../../scheduler/report-store.ts';
+import type { Report } from '../../execution/report-store.ts';
 import { httpGet, startReapi, type ReapiProcess } from '../support/reapi-process.ts';
 import { cargo, cargoSkip, copyWorkspace, HOSTILE_WORKSPACE, reapiCargo, type Ran } from './cargo.ts';
 

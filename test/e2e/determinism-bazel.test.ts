@@ -12,7 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import type { Report } from '../../scheduler/report-store.ts';
+import type { Report } from '../../execution/report-store.ts';
 import { bazelAvailable, createBazel, parseProcessSummary, type Bazel } from './bazel.ts';
 import { httpGet, metricValue, startReapi, type ReapiProcess } from '../support/reapi-process.ts';
 

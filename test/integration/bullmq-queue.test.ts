@@ -7,8 +7,8 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { digestOf } from '../../common/digest.ts';
 import { Status } from '../../common/errors.ts';
 import { BullmqJobQueue, bullPriority, BULL_PRIORITY_MAX, type BullmqJobQueueOptions } from '../../scheduler/bullmq-queue.ts';
-import type { JobQueue, JobSpec, OperationState } from '../../scheduler/job-queue.ts';
-import { NO_WORKERS } from '../../scheduler/platform.ts';
+import type { JobQueue, JobSpec, OperationState } from '../../execution/job-queue.ts';
+import { NO_WORKERS } from '../../execution/platform.ts';
 import { startRedis, type TestRedis } from '../support/redis.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

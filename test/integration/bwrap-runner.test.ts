@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import type { RunOutcome, RunSpec } from '../../worker/runner.ts';
+import type { RunOutcome, RunSpec } from '../../execution/runner.ts';
 import { BwrapRunner } from '../../worker/runners/bwrap-runner.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
 

@@ -24,7 +24,7 @@ import { mergeConfig } from '../../common/config.ts';
 import { digestOf, type Digest } from '../../common/digest.ts';
 import { REQUEST_METADATA_KEY } from '../../common/grpc.ts';
 import { encode, type MessageInput } from '../../protos/index.ts';
-import type { Report } from '../../scheduler/report-store.ts';
+import type { Report } from '../../execution/report-store.ts';
 import { detectVariationSupport, type VariationSupport } from '../../worker/variations.ts';
 import {
   cachedResult,

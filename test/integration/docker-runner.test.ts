@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { ReapiError, Status } from '../../common/errors.ts';
-import type { RunOutcome, RunSpec, Variation } from '../../worker/runner.ts';
+import type { RunOutcome, RunSpec, Variation } from '../../execution/runner.ts';
 import { DockerRunner, LABEL_INSTANCE, LABEL_PID } from '../../worker/runners/docker-runner.ts';
 import { parseImage } from '../../worker/runners/docker-support.ts';
 import { BUSYBOX_IMAGE, dockerSkipReason, startDockerd, type TestDockerd } from '../support/dockerd.ts';

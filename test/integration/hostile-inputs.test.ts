@@ -13,7 +13,7 @@ import { status } from '@grpc/grpc-js';
 import { addMessage, executeFailure, link, run, stderrOf, uploadMissing, type TreeSpec } from '../support/execution.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
 import { startTestServe, type TestServe } from '../support/serve.ts';
-import { CANONICAL_ROOT, LAYOUT } from '../../worker/runners/build-script-contract.ts';
+import { CANONICAL_ROOT, LAYOUT } from '../../execution/build-script.ts';
 import { prepareAction, type Blobs } from '../../clients/remote-execution.ts';
 
 /**

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { digestOf } from '../../common/digest.ts';
-import type { Report } from '../../scheduler/report-store.ts';
+import type { Report } from '../../execution/report-store.ts';
 import {
   cachedResult,
   execute,

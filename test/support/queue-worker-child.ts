@@ -3,7 +3,7 @@
 // `platform`. For each job it marks the operation EXECUTING, prints `took <operation> <attempt>`
 // on stdout and then hangs until the operation is cancelled.
 import { BullmqJobQueue, type BullmqJobQueueOptions } from '../../scheduler/bullmq-queue.ts';
-import type { PlatformProperties } from '../../scheduler/job-queue.ts';
+import type { PlatformProperties } from '../../execution/job-queue.ts';
 
 const opts = JSON.parse(process.env.REAPI_QUEUE_CHILD ?? '{}') as BullmqJobQueueOptions & {
   workerName: string;

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { allowHint, DEFAULT_READ_ONLY_PATHS, DEFAULT_TOOLS, parsePolicyFile, passedEnv, PolicyError, resolvePolicy, type LoadedPolicy } from '../../clients/cargo/policy.ts';
+import { allowHint } from '../../execution/build-script.ts';
+import { DEFAULT_READ_ONLY_PATHS, DEFAULT_TOOLS, parsePolicyFile, passedEnv, PolicyError, resolvePolicy, type LoadedPolicy } from '../../clients/cargo/policy.ts';
 import { replaceBytes } from '../../worker/runners/build-script-runner.ts';
 
 const loaded = (text: string): LoadedPolicy => ({ file: parsePolicyFile(text, 'reapi-build-policy.json'), path: '/ws/reapi-build-policy.json', label: 'reapi-build-policy.json' });

@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 import { digestOf } from '../../common/digest.ts';
 import { ReapiError, Status } from '../../common/errors.ts';
 import { InProcessJobQueue } from '../../scheduler/in-process-queue.ts';
-import type { JobContext, JobQueue, JobSpec, OperationState } from '../../scheduler/job-queue.ts';
-import { NO_WORKERS, platformKey, satisfies, unsatisfiableProperties } from '../../scheduler/platform.ts';
+import type { JobContext, JobQueue, JobSpec, OperationState } from '../../execution/job-queue.ts';
+import { NO_WORKERS, platformKey, satisfies, unsatisfiableProperties } from '../../execution/platform.ts';
 
 const LINUX = { OSFamily: 'linux' };
 

@@ -3,7 +3,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { digestOf } from '../../common/digest.ts';
-import { MemoryFeedbackStore } from '../../scheduler/feedback.ts';
+import { MemoryFeedbackStore } from '../../execution/feedback.ts';
 import { VerificationPolicy } from '../../scheduler/verification-policy.ts';
 
 /** A deterministic stand-in for Math.random: an evenly spread sequence in [0, 1). */

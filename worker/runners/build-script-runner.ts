@@ -33,12 +33,12 @@ import { tmpdir } from 'node:os';
 import { basename, join, posix } from 'node:path';
 import { promisify } from 'node:util';
 
-import { actionPolicySchema, allowHint, TOOL_GROUPS, type ActionPolicy } from '../../clients/cargo/policy.ts';
+import { actionPolicySchema, allowHint, TOOL_GROUPS, type ActionPolicy } from '../../execution/build-script.ts';
 import type { Logger } from '../../common/logger.ts';
 import { ConfinedDir } from '../confined-dir.ts';
-import type { RunFailure, RunOutcome, RunSpec, Runner } from '../runner.ts';
+import type { RunFailure, RunOutcome, RunSpec, Runner } from '../../execution/runner.ts';
 import type { BwrapRunner, SandboxMounts } from './bwrap-runner.ts';
-import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from './build-script-contract.ts';
+import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from '../../execution/build-script.ts';
 
 const HELPERS = '/run/reapi';
 /** Where strace writes inside the sandbox: the run's scratch directory, bound read-write. */

@@ -20,7 +20,7 @@ import { lstat, readFile, readlink } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { isAbsolute, join, posix } from 'node:path';
 
-import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../runner.ts';
+import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../../execution/runner.ts';
 import { chownDirs } from './exec-root-ownership.ts';
 import { type CgroupManager, type CgroupMode, type RunCgroup, detectCgroups } from './cgroup.ts';
 import { CappedOutput } from './output-buffer.ts';

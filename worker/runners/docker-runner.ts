@@ -32,7 +32,7 @@ import Docker from 'dockerode';
 
 import { failedPrecondition } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
-import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../runner.ts';
+import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../../execution/runner.ts';
 import { chownDirs } from './exec-root-ownership.ts';
 import {
   AttachDemux,

@@ -2,12 +2,12 @@
 // platform asks for it), then the default selection (bwrap, or Docker for container-image).
 import { availableParallelism } from 'node:os';
 import type { Logger } from '../../common/logger.ts';
-import type { PlatformProperties } from '../../scheduler/job-queue.ts';
-import type { Runner } from '../runner.ts';
+import type { PlatformProperties } from '../../execution/job-queue.ts';
+import type { Runner } from '../../execution/runner.ts';
 import type { BwrapRunner } from './bwrap-runner.ts';
-import { BUILD_SCRIPT_PROPERTY } from './build-script-contract.ts';
+import { BUILD_SCRIPT_PROPERTY } from '../../execution/build-script.ts';
 import { BuildScriptRunner } from './build-script-runner.ts';
-import { WASM_MACRO_PLATFORM } from './wasm/contract.ts';
+import { WASM_MACRO_PLATFORM } from '../../execution/wasm-macro.ts';
 import { WasmRunner } from './wasm/wasm-runner.ts';
 
 /** A runner for the jobs whose platform asks for it, and what a worker with it advertises. */

@@ -16,12 +16,12 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { components, ConfinedDir, EscapeError, NotFoundError } from '../../confined-dir.ts';
-import { failedRun, type RunOutcome, type RunSpec, type Runner } from '../../runner.ts';
+import { failedRun, type RunOutcome, type RunSpec, type Runner } from '../../../execution/runner.ts';
 import { checkEntry, checkModule, WasmModuleError, type CheckedModule } from './module-check.ts';
 import { WasmPool } from './pool.ts';
 import type { ExpansionResult } from './protocol.ts';
 
-import { WASM_MACRO_PROGRAM } from './contract.ts';
+import { WASM_MACRO_PROGRAM } from '../../../execution/wasm-macro.ts';
 
 export interface WasmRunnerOptions {
   /** Parallel expansions (threads). Default: the CPU count. */

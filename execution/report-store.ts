@@ -3,7 +3,14 @@
 // fleet (workers write them, the scheduler serves them).
 import { Redis } from 'ioredis';
 import type { Digest } from '../common/digest.ts';
-import type { Difference } from '../worker/result-comparison.ts';
+
+/** One way two results of an action disagree. */
+export interface Difference {
+  /** What differs: 'exit code', 'stdout', 'stderr', or an output path (inside a directory: 'dir/file'). */
+  what: string;
+  /** A short human-readable diff: first differing line for text, first differing offset for binary. */
+  detail: string;
+}
 
 export interface Report {
   id: string;
