@@ -1,19 +1,19 @@
-// The BullMQ JobQueue against a real redis-server: stages, merging, priority, platforms, cancel,
-// a restarted scheduler, and workers that die (child processes SIGKILLed mid-job).
+// The BullMQ JobQueue against a real redis-server: the JobQueue contract every queue follows
+// (test/support/job-queue-contract.ts), and what only a queue shared by a fleet does: a restarted
+// scheduler, orphaned operations, workers that die (child processes SIGKILLed mid-job), locality
+// across machines.
 import { strict as assert } from 'node:assert';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { digestOf } from '../../common/digest.ts';
 import { Status } from '../../common/errors.ts';
-import { BullmqJobQueue, bullPriority, BULL_PRIORITY_MAX, type BullmqJobQueueOptions } from '../../scheduler/bullmq-queue.ts';
-import type { JobQueue, JobSpec, OperationState } from '../../execution/job-queue.ts';
-import { NO_WORKERS } from '../../execution/platform.ts';
+import { BullmqJobQueue, bullPriority, BULL_PRIORITY_MAX, type BullmqJobQueueOptions } from '../../scheduler/queue/bullmq/index.ts';
+import type { JobQueue, OperationState } from '../../execution/job-queue.ts';
+import { deferred, jobQueueContract, LINUX, spec, untilDone } from '../support/job-queue-contract.ts';
 import { startRedis, type TestRedis } from '../support/redis.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHILD = fileURLToPath(new URL('../support/queue-worker-child.ts', import.meta.url));
-const LINUX = { OSFamily: 'linux' };
 /** Short timings so dead workers are noticed within a few seconds. */
 const FAST = {
   lockDurationMs: 2000,
@@ -44,37 +44,16 @@ function newPrefix(): string {
   return `t${++prefixes}-${process.pid}`;
 }
 
+const prefixOf = new WeakMap<JobQueue, string>();
+
 function queue(prefix: string, over: Partial<BullmqJobQueueOptions> = {}): BullmqJobQueue {
   const q = new BullmqJobQueue({ redisUrl: redis.url, prefix, ...FAST, ...over });
   open.push(q);
+  prefixOf.set(q, prefix);
   return q;
 }
 
-function spec(n: number | string, over: Partial<JobSpec> = {}): JobSpec {
-  return {
-    instanceName: 'main',
-    actionDigest: digestOf(Buffer.from(`action ${n}`)),
-    priority: 0,
-    platform: LINUX,
-    doNotCache: false,
-    ...over,
-  };
-}
 
-function untilDone(q: JobQueue, name: string, timeoutMs = 20_000): Promise<OperationState> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      stop();
-      reject(new Error(`operation ${name} not done within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const stop = q.watch(name, (s) => {
-      if (!s.done) return;
-      clearTimeout(t);
-      stop();
-      resolve(s);
-    });
-  });
-}
 
 async function eventually<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -86,11 +65,6 @@ async function eventually<T>(what: string, fn: () => Promise<T>, ok: (v: T) => b
   }
 }
 
-function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
-  let resolve!: (v: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
-}
 
 /** A worker in a child process; resolves with the first job it took (operation and attempt). */
 function childWorker(prefix: string, workerName: string, over: Partial<BullmqJobQueueOptions> = {}) {
@@ -122,142 +96,19 @@ function childWorker(prefix: string, workerName: string, over: Partial<BullmqJob
   };
 }
 
+jobQueueContract('BullMQ on Redis', {
+  open: (opts) => queue(newPrefix(), opts),
+  peer: (q) => queue(prefixOf.get(q)!),
+  closeAll: async () => {
+    await Promise.all(open.splice(0).map((q) => q.close()));
+  },
+});
+
 describe('BullmqJobQueue', () => {
   it('maps REAPI priority onto BullMQ priority', () => {
     assert.ok(bullPriority(-1) < bullPriority(0) && bullPriority(0) < bullPriority(1));
     assert.equal(bullPriority(-(2 ** 31)), 1);
     assert.equal(bullPriority(2 ** 31 - 1), BULL_PRIORITY_MAX);
-  });
-
-  it('runs a job through QUEUED, EXECUTING, COMPLETED and reports every stage to watchers', async () => {
-    const q = queue(newPrefix());
-    const { operationName, merged } = await q.submit(spec(1));
-    assert.match(operationName, /^operations\/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    assert.equal(merged, false);
-    const seen: string[] = [];
-    const first = deferred();
-    const done = new Promise<OperationState>((resolve) =>
-      q.watch(operationName, (s) => {
-        seen.push(s.stage);
-        first.resolve();
-        if (s.done) resolve(s);
-      }),
-    );
-    await first.promise;
-    assert.deepEqual(seen, ['QUEUED']);
-    let attempt = -1;
-    let queuedAt: number | undefined;
-    const stop = await q.work({ name: 'w1', platform: LINUX, concurrency: 2 }, async (ctx) => {
-      attempt = ctx.attempt;
-      queuedAt = ctx.queuedAt;
-      assert.deepEqual(ctx.job.actionDigest, spec(1).actionDigest);
-      await ctx.markExecuting('w1');
-      return Buffer.from('response');
-    });
-    const final = await done;
-    assert.deepEqual(seen, ['QUEUED', 'EXECUTING', 'COMPLETED']);
-    assert.equal(final.response?.toString(), 'response');
-    assert.equal(final.worker, 'w1');
-    assert.equal(attempt, 0);
-    assert.equal(queuedAt, final.queuedAt);
-    const got = await q.getOperation(operationName);
-    assert.equal(got?.done, true);
-    assert.equal(got?.response?.toString(), 'response');
-    assert.equal(await q.getOperation('operations/nope'), undefined);
-    await stop();
-  });
-
-  it('merges identical in-flight actions, never with doNotCache, and not after done', async () => {
-    const q = queue(newPrefix());
-    const a = await q.submit(spec('m'));
-    assert.deepEqual(await q.submit({ ...spec('m'), priority: 3 }), { operationName: a.operationName, merged: true });
-    assert.equal((await q.submit(spec('m', { instanceName: 'other' }))).merged, false);
-    const nc = await q.submit(spec('m', { doNotCache: true }));
-    const nc2 = await q.submit(spec('m', { doNotCache: true }));
-    assert.equal(nc.merged || nc2.merged, false);
-    assert.notEqual(nc.operationName, nc2.operationName);
-    const stop = await q.work({ name: 'w', platform: LINUX, concurrency: 4 }, async () => Buffer.from('ok'));
-    await untilDone(q, a.operationName);
-    const c = await q.submit(spec('m'));
-    assert.equal(c.merged, false);
-    assert.notEqual(c.operationName, a.operationName);
-    await untilDone(q, c.operationName);
-    await stop();
-  });
-
-  it('runs lower priority values first, FIFO among equals', async () => {
-    const q = queue(newPrefix());
-    const prios = [5, -1, 0, 10, 0, -1000];
-    const names = new Map<string, string>();
-    for (const [i, p] of prios.entries()) {
-      const { operationName } = await q.submit(spec(`p${i}`, { priority: p }));
-      names.set(operationName, `${p}#${i}`);
-    }
-    const order: string[] = [];
-    const all = deferred();
-    const stop = await q.work({ name: 'w', platform: LINUX, concurrency: 1 }, async (ctx) => {
-      order.push(names.get(ctx.operationName) ?? '?');
-      if (order.length === prios.length) all.resolve();
-      return Buffer.alloc(0);
-    });
-    await all.promise;
-    assert.deepEqual(order, ['-1000#5', '-1#1', '0#2', '0#4', '5#0', '10#3']);
-    await stop();
-  });
-
-  it('names unsatisfiable properties and routes jobs to workers that satisfy their platform', async () => {
-    const q = queue(newPrefix());
-    assert.deepEqual(await q.unsatisfiable({}), [NO_WORKERS]);
-    assert.deepEqual(await q.unsatisfiable({ OSFamily: 'linux', gpu: '1' }), ['OSFamily', 'gpu']);
-    const win = await q.submit(spec('win', { platform: { OSFamily: 'windows' } }));
-    const took: string[] = [];
-    const stop = await q.work({ name: 'docker', platform: { OSFamily: 'linux', 'container-image': '*' }, concurrency: 1 }, async (ctx) => {
-      took.push(ctx.job.platform['container-image'] ?? '');
-      return Buffer.alloc(0);
-    });
-    assert.deepEqual(await q.unsatisfiable({ OSFamily: 'linux', 'container-image': 'docker://a' }), []);
-    assert.deepEqual(await q.unsatisfiable({ OSFamily: 'windows', gpu: '1', 'container-image': 'x' }), ['OSFamily', 'gpu']);
-    // a platform first seen after the worker started is discovered
-    const img = await q.submit(spec('img', { platform: { OSFamily: 'linux', 'container-image': 'docker://a' } }));
-    await untilDone(q, img.operationName);
-    assert.deepEqual(took, ['docker://a']);
-    assert.equal((await q.getOperation(win.operationName))?.stage, 'QUEUED');
-    await stop();
-    assert.deepEqual(await q.unsatisfiable({ OSFamily: 'linux' }), ['OSFamily'], 'a stopped worker no longer counts');
-  });
-
-  it('cancels queued and running operations', async () => {
-    const prefix = newPrefix();
-    const q = queue(prefix);
-    const queued = await q.submit(spec('cq'));
-    assert.equal(await q.cancel(queued.operationName), true);
-    const st = await q.getOperation(queued.operationName);
-    assert.equal(st?.done, true);
-    assert.equal(st?.error?.code, Status.CANCELLED);
-    assert.equal(await q.cancel(queued.operationName), false, 'already done');
-    assert.equal(await q.cancel('operations/unknown'), false);
-
-    // the worker lives in another JobQueue instance (as on another machine)
-    const wq = queue(prefix);
-    const started = deferred();
-    const aborted = deferred();
-    const delivered: string[] = [];
-    const stop = await wq.work({ name: 'w', platform: LINUX, concurrency: 1 }, async (ctx) => {
-      delivered.push(ctx.operationName);
-      await ctx.markExecuting('w');
-      started.resolve();
-      await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
-      aborted.resolve();
-      throw new Error('aborted');
-    });
-    const running = await q.submit(spec('cr'));
-    await started.promise;
-    assert.equal(await q.cancel(running.operationName), true);
-    await aborted.promise;
-    const final = await untilDone(q, running.operationName);
-    assert.equal(final.error?.code, Status.CANCELLED);
-    await stop();
-    assert.deepEqual(delivered, [running.operationName], 'the cancelled queued job never ran; the running one ran once');
   });
 
   it('lets a restarted scheduler read and watch an operation of the old one to completion', async () => {
@@ -367,23 +218,6 @@ describe('BullmqJobQueue', () => {
     await stop();
   });
 
-  it('counts a throwing handler as a failed delivery', async () => {
-    const q = queue(newPrefix(), { maxAttempts: 2 });
-    const attempts: number[] = [];
-    const stop = await q.work({ name: 'w', platform: LINUX, concurrency: 1 }, async (ctx) => {
-      attempts.push(ctx.attempt);
-      if (ctx.job.requestMetadata?.mode === 'flaky' && ctx.attempt > 0) return Buffer.from('second time');
-      throw new Error('docker is gone');
-    });
-    const bad = await q.submit(spec('throws'));
-    const final = await untilDone(q, bad.operationName);
-    assert.equal(final.error?.code, Status.UNAVAILABLE);
-    assert.match(final.error?.message ?? '', /was delivered 2 times .*last worker: w \(it failed: docker is gone\)$/);
-    assert.deepEqual(attempts, [0, 1]);
-    const flaky = await q.submit(spec('flaky', { requestMetadata: { mode: 'flaky' } }));
-    assert.equal((await untilDone(q, flaky.operationName)).response?.toString(), 'second time');
-    await stop();
-  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -391,7 +225,7 @@ describe('BullmqJobQueue', () => {
 
 /** A worker in a child process that runs jobs at once, or hangs on those with requestMetadata.hang. */
 const LOCALITY_CHILD = `
-import { BullmqJobQueue } from './scheduler/bullmq-queue.ts';
+import { BullmqJobQueue } from './scheduler/queue/bullmq/index.ts';
 const o = JSON.parse(process.env.REAPI_LOCALITY_CHILD ?? '{}');
 const q = new BullmqJobQueue(o);
 await q.work({ name: o.workerName, platform: o.platform, concurrency: 1 }, async (ctx) => {

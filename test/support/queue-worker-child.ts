@@ -2,7 +2,7 @@
 // Options come as JSON in REAPI_QUEUE_CHILD: BullmqJobQueueOptions plus `workerName` and
 // `platform`. For each job it marks the operation EXECUTING, prints `took <operation> <attempt>`
 // on stdout and then hangs until the operation is cancelled.
-import { BullmqJobQueue, type BullmqJobQueueOptions } from '../../scheduler/bullmq-queue.ts';
+import { BullmqJobQueue, type BullmqJobQueueOptions } from '../../scheduler/queue/bullmq/index.ts';
 import type { PlatformProperties } from '../../execution/job-queue.ts';
 
 const opts = JSON.parse(process.env.REAPI_QUEUE_CHILD ?? '{}') as BullmqJobQueueOptions & {

@@ -1,40 +1,23 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { digestOf } from '../../common/digest.ts';
-import { ReapiError, Status } from '../../common/errors.ts';
-import { InProcessJobQueue } from '../../scheduler/in-process-queue.ts';
-import type { JobContext, JobQueue, JobSpec, OperationState } from '../../execution/job-queue.ts';
+import { Status } from '../../common/errors.ts';
+import type { JobQueue } from '../../execution/job-queue.ts';
 import { NO_WORKERS, platformKey, satisfies, unsatisfiableProperties } from '../../execution/platform.ts';
+import { InProcessJobQueue } from '../../scheduler/queue/in-process-queue.ts';
+import { deferred, jobQueueContract, LINUX, spec, untilDone } from '../support/job-queue-contract.ts';
 
-const LINUX = { OSFamily: 'linux' };
-
-function spec(n: number | string, over: Partial<JobSpec> = {}): JobSpec {
-  return {
-    instanceName: 'main',
-    actionDigest: digestOf(Buffer.from(`action ${n}`)),
-    priority: 0,
-    platform: LINUX,
-    doNotCache: false,
-    ...over,
-  };
-}
-
-function untilDone(q: JobQueue, name: string): Promise<OperationState> {
-  return new Promise((resolve) => {
-    const stop = q.watch(name, (s) => {
-      if (s.done) {
-        queueMicrotask(() => stop());
-        resolve(s);
-      }
-    });
-  });
-}
-
-function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
-  let resolve!: (v: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
-}
+const opened: JobQueue[] = [];
+jobQueueContract('in-process', {
+  open: (opts) => {
+    const q = new InProcessJobQueue(opts);
+    opened.push(q);
+    return q;
+  },
+  peer: (q) => q,
+  closeAll: async () => {
+    await Promise.all(opened.splice(0).map((q) => q.close()));
+  },
+});
 
 describe('platform helpers', () => {
   it('keys platforms canonically and matches with *', () => {
@@ -52,181 +35,12 @@ describe('platform helpers', () => {
 });
 
 describe('InProcessJobQueue', () => {
-  it('runs a job through QUEUED, EXECUTING, COMPLETED and reports every stage to watchers', async () => {
+  it('fails what is left with UNAVAILABLE when it closes: its state lives only here', async () => {
     const q = new InProcessJobQueue();
-    const { operationName, merged } = await q.submit(spec(1));
-    assert.match(operationName, /^operations\/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    assert.equal(merged, false);
-    const seen: string[] = [];
-    const done = new Promise<OperationState>((resolve) =>
-      q.watch(operationName, (s) => {
-        seen.push(s.stage);
-        if (s.done) resolve(s);
-      }),
-    );
-    assert.deepEqual(seen, ['QUEUED'], 'the current state is delivered at once');
-    let ctxSeen: JobContext | undefined;
-    const stop = await q.work({ name: 'w1', platform: LINUX, concurrency: 2 }, async (ctx) => {
-      ctxSeen = ctx;
-      await ctx.markExecuting('w1');
-      return Buffer.from('response');
-    });
-    const final = await done;
-    assert.deepEqual(seen, ['QUEUED', 'EXECUTING', 'COMPLETED']);
-    assert.equal(final.response?.toString(), 'response');
-    assert.equal(final.worker, 'w1');
-    assert.equal(ctxSeen?.attempt, 0);
-    assert.equal(ctxSeen?.queuedAt, final.queuedAt);
-    assert.equal(ctxSeen?.operationName, operationName);
-    assert.equal((await q.getOperation(operationName))?.done, true);
-    // watching a finished operation delivers its final state once
-    const late: OperationState[] = [];
-    q.watch(operationName, (s) => late.push(s));
-    assert.equal(late.length, 1);
-    assert.equal(late[0]?.done, true);
-    await stop();
+    const waiting = await q.submit(spec('left', { platform: { OSFamily: 'windows' } }));
     await q.close();
-  });
-
-  it('merges identical in-flight actions, never with doNotCache, and not after done', async () => {
-    const q = new InProcessJobQueue();
-    const a = await q.submit(spec('m'));
-    const b = await q.submit({ ...spec('m'), priority: 5, requestMetadata: { x: 'y' } });
-    assert.deepEqual(b, { operationName: a.operationName, merged: true });
-    const other = await q.submit(spec('m', { platform: { OSFamily: 'windows' } }));
-    assert.equal(other.merged, false);
-    const nc = await q.submit(spec('m', { doNotCache: true }));
-    assert.equal(nc.merged, false);
-    assert.notEqual(nc.operationName, a.operationName);
-    const nc2 = await q.submit(spec('m', { doNotCache: true }));
-    assert.notEqual(nc2.operationName, nc.operationName);
-    const stop = await q.work({ name: 'w', platform: { OSFamily: '*' }, concurrency: 4 }, async () => Buffer.from('ok'));
-    await untilDone(q, a.operationName);
-    const c = await q.submit(spec('m'));
-    assert.equal(c.merged, false);
-    assert.notEqual(c.operationName, a.operationName);
-    await untilDone(q, c.operationName);
-    await stop();
-    await q.close();
-  });
-
-  it('runs lower priority values first, FIFO among equals', async () => {
-    const q = new InProcessJobQueue();
-    const prios = [5, -1, 0, 10, 0, -1000];
-    const names = new Map<string, string>();
-    for (const [i, p] of prios.entries()) {
-      const { operationName } = await q.submit(spec(`p${i}`, { priority: p }));
-      names.set(operationName, `${p}#${i}`);
-    }
-    const order: string[] = [];
-    const all = deferred();
-    const stop = await q.work({ name: 'w', platform: LINUX, concurrency: 1 }, async (ctx) => {
-      order.push(names.get(ctx.operationName) ?? '?');
-      if (order.length === prios.length) all.resolve();
-      return Buffer.alloc(0);
-    });
-    await all.promise;
-    assert.deepEqual(order, ['-1000#5', '-1#1', '0#2', '0#4', '5#0', '10#3']);
-    await stop();
-    await q.close();
-  });
-
-  it('names unsatisfiable properties and only hands workers jobs they satisfy', async () => {
-    const q = new InProcessJobQueue();
-    assert.deepEqual(await q.unsatisfiable({}), [NO_WORKERS]);
-    assert.deepEqual(await q.unsatisfiable({ OSFamily: 'linux', gpu: '1' }), ['OSFamily', 'gpu']);
-    const took: string[] = [];
-    const stop = await q.work({ name: 'docker', platform: { OSFamily: 'linux', 'container-image': '*' }, concurrency: 1 }, async (ctx) => {
-      took.push(ctx.job.platform['container-image'] ?? '');
-      return Buffer.alloc(0);
-    });
-    assert.deepEqual(await q.unsatisfiable({ OSFamily: 'linux', 'container-image': 'docker://a' }), []);
-    assert.deepEqual(await q.unsatisfiable({ OSFamily: 'windows', gpu: '1', 'container-image': 'x' }), ['OSFamily', 'gpu']);
-    const win = await q.submit(spec('win', { platform: { OSFamily: 'windows' } }));
-    const img = await q.submit(spec('img', { platform: { OSFamily: 'linux', 'container-image': 'docker://a' } }));
-    await untilDone(q, img.operationName);
-    assert.deepEqual(took, ['docker://a']);
-    assert.equal((await q.getOperation(win.operationName))?.stage, 'QUEUED');
-    await stop();
-    assert.deepEqual(await q.unsatisfiable({ OSFamily: 'linux' }), ['OSFamily'], 'a stopped worker no longer counts');
-    await q.close();
-    assert.equal((await q.getOperation(win.operationName))?.error?.code, Status.UNAVAILABLE, 'close fails what is left');
-  });
-
-  it('cancels queued and running operations', async () => {
-    const q = new InProcessJobQueue();
-    const queued = await q.submit(spec('cq'));
-    assert.equal(await q.cancel(queued.operationName), true);
-    const st = await q.getOperation(queued.operationName);
-    assert.equal(st?.done, true);
-    assert.equal(st?.error?.code, Status.CANCELLED);
-    assert.equal(await q.cancel(queued.operationName), false, 'already done');
-    assert.equal(await q.cancel('operations/unknown'), false);
-
-    const started = deferred();
-    const aborted = deferred();
-    let deliveries = 0;
-    const stop = await q.work({ name: 'w', platform: LINUX, concurrency: 1 }, async (ctx) => {
-      deliveries++;
-      await ctx.markExecuting('w');
-      started.resolve();
-      await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
-      aborted.resolve();
-      throw new Error('aborted');
-    });
-    const running = await q.submit(spec('cr'));
-    await started.promise;
-    const done = untilDone(q, running.operationName);
-    assert.equal(await q.cancel(running.operationName), true);
-    await aborted.promise;
-    const final = await done;
-    assert.equal(final.error?.code, Status.CANCELLED);
-    // the worker's stop() returns (its handler is over) and the job was delivered only once
-    await stop();
-    assert.equal(deliveries, 1);
-    await q.close();
-  });
-
-  it('retries a throwing handler, then fails with its code after maxAttempts', async () => {
-    const q = new InProcessJobQueue({ maxAttempts: 3 });
-    const attempts: number[] = [];
-    const stop = await q.work({ name: 'w', platform: LINUX, concurrency: 1 }, async (ctx) => {
-      attempts.push(ctx.attempt);
-      if (ctx.job.requestMetadata?.mode === 'flaky' && ctx.attempt > 0) return Buffer.from('finally');
-      if (ctx.job.requestMetadata?.mode === 'reapi') throw new ReapiError(Status.FAILED_PRECONDITION, 'missing input');
-      throw new Error('boom');
-    });
-    const r = await q.submit(spec('r', { requestMetadata: { mode: 'reapi' } }));
-    const rs = await untilDone(q, r.operationName);
-    assert.deepEqual(rs.error, { code: Status.FAILED_PRECONDITION, message: 'missing input' });
-    assert.deepEqual(attempts, [0, 1, 2]);
-    attempts.length = 0;
-    const p = await q.submit(spec('p'));
-    assert.equal((await untilDone(q, p.operationName)).error?.code, Status.INTERNAL);
-    attempts.length = 0;
-    const f = await q.submit(spec('f', { requestMetadata: { mode: 'flaky' } }));
-    assert.equal((await untilDone(q, f.operationName)).response?.toString(), 'finally');
-    assert.deepEqual(attempts, [0, 1]);
-    await stop();
-    await q.close();
-  });
-
-  it('respects worker concurrency', async () => {
-    const q = new InProcessJobQueue();
-    let running = 0;
-    let peak = 0;
-    const stop = await q.work({ name: 'w', platform: LINUX, concurrency: 2 }, async () => {
-      running++;
-      peak = Math.max(peak, running);
-      await new Promise((r) => setTimeout(r, 10));
-      running--;
-      return Buffer.alloc(0);
-    });
-    const ops = await Promise.all([1, 2, 3, 4, 5].map((i) => q.submit(spec(`c${i}`))));
-    await Promise.all(ops.map((o) => untilDone(q, o.operationName)));
-    assert.equal(peak, 2);
-    await stop();
-    await q.close();
+    assert.equal((await q.getOperation(waiting.operationName))?.error?.code, Status.UNAVAILABLE);
+    await assert.rejects(q.submit(spec('after')), /closed/);
   });
 });
 

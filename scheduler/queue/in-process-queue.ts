@@ -9,8 +9,8 @@
 // its personal queue before the shared platform queues. When it stops, its waiting personal jobs
 // go back to the shared queues.
 import { randomUUID } from 'node:crypto';
-import { Status } from '../common/errors.ts';
-import { silentLogger, type Logger } from '../common/logger.ts';
+import { Status } from '../../common/errors.ts';
+import { silentLogger, type Logger } from '../../common/logger.ts';
 import type {
   JobContext,
   JobHandler,
@@ -22,7 +22,7 @@ import type {
   SubmitOptions,
   SubmitResult,
   WorkerRegistration,
-} from '../execution/job-queue.ts';
+} from '../../execution/job-queue.ts';
 import {
   DEFAULT_LOCALITY_TTL_MS,
   LOCALITY_WORKERS_PER_KEY,
@@ -31,7 +31,9 @@ import {
   rankLocality,
   satisfies,
   unsatisfiableProperties,
-} from '../execution/platform.ts';
+} from '../../execution/platform.ts';
+import { Heap, precedes, type HeapEntry } from './priority-heap.ts';
+import { afterHandlerFailure, attemptsOf, cancelled, isMergeable, mergeKeyOf } from './rules.ts';
 
 export interface InProcessJobQueueOptions {
   /** Deliveries of one job before a handler that keeps throwing fails the operation (default 3). */
@@ -47,12 +49,7 @@ export interface InProcessJobQueueOptions {
   logger?: Logger;
 }
 
-interface Entry {
-  op: OpRecord;
-  priority: number;
-  seq: number;
-  removed: boolean;
-}
+type Entry = HeapEntry<OpRecord>;
 
 interface OpRecord {
   state: OperationState;
@@ -69,7 +66,7 @@ interface OpRecord {
 
 interface PlatformQueue {
   platform: PlatformProperties;
-  heap: Heap;
+  heap: Heap<OpRecord>;
 }
 
 interface WorkerRec {
@@ -79,76 +76,7 @@ interface WorkerRec {
   stopped: boolean;
   inflight: Set<Promise<void>>;
   /** Jobs routed to this worker for locality; taken before the shared queues. */
-  personal: Heap;
-}
-
-/** Binary min-heap on (priority, seq): lower REAPI priority first, FIFO among equals. */
-class Heap {
-  private items: Entry[] = [];
-
-  private static less(a: Entry, b: Entry): boolean {
-    return a.priority < b.priority || (a.priority === b.priority && a.seq < b.seq);
-  }
-
-  push(e: Entry): void {
-    const a = this.items;
-    a.push(e);
-    let i = a.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!Heap.less(a[i]!, a[p]!)) break;
-      [a[i], a[p]] = [a[p]!, a[i]!];
-      i = p;
-    }
-  }
-
-  /** The best live entry, dropping cancelled ones found on top. */
-  peek(): Entry | undefined {
-    while (this.items.length && this.items[0]!.removed) this.pop();
-    return this.items[0];
-  }
-
-  pop(): Entry | undefined {
-    const a = this.items;
-    const top = a[0];
-    const last = a.pop();
-    if (a.length && last) {
-      a[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < a.length && Heap.less(a[l]!, a[m]!)) m = l;
-        if (r < a.length && Heap.less(a[r]!, a[m]!)) m = r;
-        if (m === i) break;
-        [a[i], a[m]] = [a[m]!, a[i]!];
-        i = m;
-      }
-    }
-    return top;
-  }
-
-  get size(): number {
-    return this.items.length;
-  }
-
-  /** Entries not cancelled or moved. */
-  live(): Entry[] {
-    return this.items.filter((e) => !e.removed);
-  }
-}
-
-/** `(instance, action digest, platform)`: what makes two submissions the same action. */
-export function mergeKeyOf(job: JobSpec): string {
-  return `${job.instanceName}\n${job.actionDigest.hash}/${job.actionDigest.size_bytes}\n${platformKey(job.platform)}`;
-}
-
-/** Status of an error thrown by a handler: its numeric `code` (ReapiError) or INTERNAL. */
-export function handlerErrorStatus(err: unknown): { code: number; message: string } {
-  const code = (err as { code?: unknown } | null)?.code;
-  const message = err instanceof Error ? err.message : String(err);
-  return { code: typeof code === 'number' ? code : Status.INTERNAL, message };
+  personal: Heap<OpRecord>;
 }
 
 export class InProcessJobQueue implements JobQueue {
@@ -171,7 +99,7 @@ export class InProcessJobQueue implements JobQueue {
   private dispatchAgain = false;
 
   constructor(opts: InProcessJobQueueOptions = {}) {
-    this.maxAttempts = Math.max(1, Math.floor(opts.maxAttempts ?? 3));
+    this.maxAttempts = attemptsOf(opts.maxAttempts);
     this.doneRetentionMs = opts.doneRetentionMs ?? 24 * 3600_000;
     this.locality = opts.locality ?? true;
     this.localityTtlMs = opts.localityTtlMs ?? DEFAULT_LOCALITY_TTL_MS;
@@ -182,7 +110,7 @@ export class InProcessJobQueue implements JobQueue {
   async submit(job: JobSpec, opts: SubmitOptions = {}): Promise<SubmitResult> {
     if (this.closed) throw new Error('job queue is closed');
     this.sweep();
-    const mergeKey = job.doNotCache ? undefined : mergeKeyOf(job);
+    const mergeKey = isMergeable(job) ? mergeKeyOf(job) : undefined;
     if (mergeKey !== undefined) {
       const existing = this.merge.get(mergeKey);
       const rec = existing === undefined ? undefined : this.ops.get(existing);
@@ -227,7 +155,7 @@ export class InProcessJobQueue implements JobQueue {
     if (rec.entry) rec.entry.removed = true;
     rec.entry = undefined;
     const controller = rec.controller;
-    this.finish(rec, { error: { code: Status.CANCELLED, message: `operation ${name} was cancelled` } });
+    this.finish(rec, { error: cancelled(name) });
     controller?.abort(new Error(`operation ${name} was cancelled`));
     return true;
   }
@@ -244,7 +172,7 @@ export class InProcessJobQueue implements JobQueue {
     for (const [key, q] of this.queues) platforms.set(key, { platform: q.platform, waiting: q.heap.size, active: active.get(key) ?? 0 });
     for (const w of this.workers.values()) {
       for (const e of w.personal.live()) {
-        const platform = e.op.state.job.platform;
+        const platform = e.value.state.job.platform;
         const key = platformKey(platform);
         const p = platforms.get(key);
         if (p) p.waiting++;
@@ -293,7 +221,7 @@ export class InProcessJobQueue implements JobQueue {
         // its waiting personal jobs go back to the shared queues, for the other workers
         for (const e of rec.personal.live()) {
           e.removed = true;
-          if (e.op.entry === e) this.enqueue(e.op);
+          if (e.value.entry === e) this.enqueue(e.value);
         }
         rec.personal = new Heap();
         if (!this.closed) this.dispatch();
@@ -326,7 +254,7 @@ export class InProcessJobQueue implements JobQueue {
 
   /** Queue a job: on `owner`'s personal queue, or (no owner) on its platform's shared queue. */
   private enqueue(rec: OpRecord, owner?: WorkerRec): void {
-    const entry: Entry = { op: rec, priority: rec.state.job.priority, seq: rec.seq, removed: false };
+    const entry: Entry = { value: rec, priority: rec.state.job.priority, seq: rec.seq, removed: false };
     rec.entry = entry;
     if (owner) {
       owner.personal.push(entry);
@@ -393,7 +321,7 @@ export class InProcessJobQueue implements JobQueue {
           while (!w.stopped && w.running < w.reg.concurrency) {
             const entry = this.take(w);
             if (!entry) break;
-            this.start(w, entry.op);
+            this.start(w, entry.value);
           }
         }
       } while (this.dispatchAgain);
@@ -407,7 +335,7 @@ export class InProcessJobQueue implements JobQueue {
     const mine = w.personal.peek();
     if (mine) {
       w.personal.pop();
-      mine.op.entry = undefined;
+      mine.value.entry = undefined;
       return mine;
     }
     let best: PlatformQueue | undefined;
@@ -419,14 +347,14 @@ export class InProcessJobQueue implements JobQueue {
         continue;
       }
       if (!satisfies(w.reg.platform, q.platform)) continue;
-      if (!bestEntry || head.priority < bestEntry.priority || (head.priority === bestEntry.priority && head.seq < bestEntry.seq)) {
+      if (!bestEntry || precedes(head, bestEntry)) {
         best = q;
         bestEntry = head;
       }
     }
     if (!best || !bestEntry) return undefined;
     best.heap.pop();
-    bestEntry.op.entry = undefined;
+    bestEntry.value.entry = undefined;
     return bestEntry;
   }
 
@@ -463,10 +391,10 @@ export class InProcessJobQueue implements JobQueue {
       if (rec.controller === controller && !rec.state.done) this.finish(rec, { response });
     } catch (err) {
       if (rec.state.done || controller.signal.aborted || rec.controller !== controller) return;
-      const status = handlerErrorStatus(err);
-      this.log.warn({ operation: name, worker: w.reg.name, attempt, err: status.message }, 'job handler failed');
-      if (rec.deliveries >= this.maxAttempts || this.closed) {
-        this.finish(rec, { error: status });
+      this.log.warn({ operation: name, worker: w.reg.name, attempt, err }, 'job handler failed');
+      const next = afterHandlerFailure(err, { job: rec.state.job, deliveries: rec.deliveries, maxAttempts: this.maxAttempts, worker: w.reg.name });
+      if (!next.retry) {
+        this.finish(rec, { error: next.error });
       } else {
         rec.controller = undefined;
         this.update(rec, { stage: 'QUEUED', worker: undefined });
