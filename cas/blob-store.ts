@@ -15,6 +15,22 @@ export interface BlobStore {
 
   /** Start writing one blob; nothing is visible until `commit()` has checked size and hash. */
   write(digest: Digest): Promise<BlobWriter>;
+
+  /**
+   * Optional, for stores on local files: open a blob to be read into the caller's buffers (the
+   * fast path of ByteStream.Read). Same errors as `read`.
+   */
+  openReader?(digest: Digest, offset?: number, limit?: number): Promise<BlobChunkReader>;
+}
+
+/** A blob opened for reading into the caller's buffers (BlobStore.openReader). */
+export interface BlobChunkReader {
+  /** Bytes still to read. */
+  readonly remaining: number;
+  /** Read the next min(length, remaining) bytes into `buf` at `offset`; resolves to that count. */
+  read(buf: Buffer, offset: number, length: number): Promise<number>;
+  /** Release the file; safe to call more than once. */
+  close(): Promise<void>;
 }
 
 export interface BlobWriter {

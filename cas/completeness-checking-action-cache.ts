@@ -4,7 +4,7 @@
 import type { Digest } from '../common/digest.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
 import { decode } from '../protos/index.ts';
-import type { ActionCache, ActionResult, ActionResultInput } from './action-cache.ts';
+import type { ActionCache, ActionResult, ActionResultInput, CacheWriter } from './action-cache.ts';
 import type { BlobStore } from './blob-store.ts';
 import { readBlob } from './blob-io.ts';
 import { digestsInTree } from './tree.ts';
@@ -28,8 +28,8 @@ export class CompletenessCheckingActionCache implements ActionCache {
     return undefined;
   }
 
-  put(instanceName: string, actionDigest: Digest, result: ActionResultInput): Promise<void> {
-    return this.inner.put(instanceName, actionDigest, result);
+  put(instanceName: string, actionDigest: Digest, result: ActionResultInput, writer?: CacheWriter): Promise<void> {
+    return this.inner.put(instanceName, actionDigest, result, writer);
   }
 
   remove(instanceName: string, actionDigest: Digest): Promise<void> {

@@ -14,7 +14,7 @@ import { isEmptyDigest, type Digest } from '../common/digest.ts';
 import { dataLoss, notFound, outOfRange, resourceExhausted } from '../common/errors.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
 import type { Metrics } from '../common/metrics.ts';
-import type { BlobStore, BlobWriter } from './blob-store.ts';
+import type { BlobChunkReader, BlobStore, BlobWriter } from './blob-store.ts';
 import { CheckedBlobWriter, ExistingBlobWriter } from './checked-writer.ts';
 
 export interface DiskBlobStoreOptions {
@@ -293,16 +293,6 @@ export class DiskBlobStore implements BlobStore {
     this.opts.metrics?.casStoredBytes.set(this.bytes);
     this.opts.metrics?.casStoredBlobs.set(this.index.size);
   }
-}
-
-/** A blob opened for reading into the caller's buffers (DiskBlobStore.openReader). */
-export interface BlobChunkReader {
-  /** Bytes still to read. */
-  readonly remaining: number;
-  /** Read the next min(length, remaining) bytes into `buf` at `offset`; resolves to that count. */
-  read(buf: Buffer, offset: number, length: number): Promise<number>;
-  /** Release the file; safe to call more than once. */
-  close(): Promise<void>;
 }
 
 /** A small blob, already read whole and checked. */

@@ -50,17 +50,21 @@ export interface StorageNode {
 
 /** `reapi cas`: a storage node on local storage. */
 export async function startStorageNode(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<StorageNode> {
-  const storage = await createStorage(config, metrics, logger);
+  // Workers and schedulers write through storage nodes, presenting the fleet token; anyone else
+  // is a client, whose writes are refused unless configured otherwise.
+  const denyHint =
+    config.fleetToken === undefined
+      ? '; this storage node has no fleet token, so no worker can write either: give storage nodes, schedulers and workers the same --fleet-token-file (or $REAPI_FLEET_TOKEN)'
+      : '; workers and schedulers write by presenting the fleet token';
+  const storage = await createStorage('cas', { config, metrics, logger, denyHint });
   const { services, close } = storageServices({
-    ...storage,
+    blobs: storage.blobs,
+    actionCache: storage.actionCache,
+    clientWrites: storage.clientWrites,
     config,
     service: serviceContexts(metrics, logger),
     execEnabled: false,
-    // Workers and schedulers write through storage nodes, presenting the fleet token; anyone else
-    // is a client, whose writes are refused unless configured otherwise.
-    clientWrites: config.actionCache.clientWrites ?? 'deny',
     ...(config.fleetToken !== undefined ? { fleetToken: config.fleetToken } : {}),
-    trustsFleet: true,
   });
   if (config.fleetToken === undefined) {
     logger.warn('no fleet token (--fleet-token-file or $REAPI_FLEET_TOKEN): this storage node accepts no ActionCache writes from workers; give storage nodes, schedulers and workers the same token');
@@ -75,6 +79,7 @@ export async function startStorageNode(config: Config, logger: Logger, metrics =
     close: async () => {
       close();
       await server.close();
+      storage.close();
     },
   };
 }

@@ -1,13 +1,9 @@
 // What each `reapi` subcommand runs, built from config. Tests start roles through these too.
 import type { ActionCache } from '../cas/action-cache.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
-import { CompletenessCheckingActionCache } from '../cas/completeness-checking-action-cache.ts';
-import { connectStorage, type StorageClients } from '../cas/grpc-clients.ts';
-import { RemoteActionCache } from '../cas/remote-action-cache.ts';
-import { RemoteBlobStore } from '../cas/remote-blob-store.ts';
-import { ShardingBlobStore } from '../cas/sharding-blob-store.ts';
 import { serviceContexts, startStorageNode, storageServices, type ServiceList } from '../cas/storage-node.ts';
-import { createStorage } from '../cas/storage-factory.ts';
+import { createStorage, type Storage } from '../cas/storage-factory.ts';
+import type { QuarantineHooks } from '../cas/write-policy-action-cache.ts';
 import type { Config } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';
 import { Metrics } from '../common/metrics.ts';
@@ -40,20 +36,6 @@ function createQueue(config: Config, logger: Logger): JobQueue {
     });
   }
   return new InProcessJobQueue({ maxAttempts: config.execution.maxAttempts, locality: config.execution.locality, logger: logger.child({ component: 'queue' }) });
-}
-
-/**
- * The storage nodes named by --cas: blobs sharded over all of them by digest, the ActionCache on
- * the first. Completeness of cache entries is checked here, against the sharded CAS, because no
- * single node sees all blobs.
- */
-function remoteStorage(config: Config, logger: Logger): { blobs: BlobStore; actionCache: ActionCache; clients: StorageClients[] } {
-  if (config.cas.length === 0) throw new Error('no storage nodes: pass --cas HOST:PORT[,HOST:PORT]');
-  const clients = config.cas.map((address) => connectStorage(address, { maxMessageBytes: config.maxMessageBytes, ...(config.fleetToken !== undefined ? { fleetToken: config.fleetToken } : {}) }));
-  const stores = clients.map((c) => ({ name: c.address, store: new RemoteBlobStore(c) }));
-  const blobs: BlobStore = stores.length === 1 ? stores[0]!.store : new ShardingBlobStore(stores);
-  const actionCache = new CompletenessCheckingActionCache(new RemoteActionCache(clients[0]!), blobs, logger);
-  return { blobs, actionCache, clients };
 }
 
 /** Reports, feedback, verification policy and auditor: shared by scheduler and workers. */
@@ -98,21 +80,22 @@ function executionServices(deps: Parameters<typeof executionService>[0]): Servic
  * The client-facing half shared by `reapi serve` and `reapi scheduler`: queue, verification, the
  * storage services over `blobs`/`actionCache` with the execution write policy, and Execution.
  */
-function frontDoor(config: Config, logger: Logger, metrics: Metrics, blobs: BlobStore, actionCache: ActionCache) {
+function frontDoor(config: Config, logger: Logger, metrics: Metrics, storage: Storage, hooks: QuarantineHooks) {
+  const { blobs, actionCache } = storage;
   const queue = createQueue(config, logger);
   metrics.sources.queue = () => queue.stats();
   const v = createVerification(config, logger, blobs, actionCache, queue);
+  // The write policy of the storage chain hands quarantined client writes to the auditor.
+  hooks.onQuarantine = (...args) => v.auditor.quarantinedWrite(...args);
   const service = serviceContexts(metrics, logger);
   const storageSvc = storageServices({
     blobs,
     actionCache,
+    clientWrites: storage.clientWrites,
     config,
     service,
     execEnabled: true,
-    // Only workers write the cache where actions are executed, unless configured otherwise.
-    clientWrites: config.actionCache.clientWrites ?? 'deny',
     onServed: (...args) => v.auditor.served(...args),
-    onQuarantinedWrite: (...args) => v.auditor.quarantinedWrite(...args),
   });
   const services = [...storageSvc.services, ...executionServices({ blobs, actionCache, queue, config, service, policy: v.policy, auditor: v.auditor })];
   return {
@@ -129,14 +112,15 @@ function frontDoor(config: Config, logger: Logger, metrics: Metrics, blobs: Blob
 
 /** `reapi serve`: storage, scheduler and a local worker in one process. */
 export async function startServe(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<RunningRole> {
-  const storage = await createStorage(config, metrics, logger);
+  const hooks: QuarantineHooks = {};
+  const storage = await createStorage('serve', { config, metrics, logger, hooks });
   if (!config.execution.enabled) {
-    const storageSvc = storageServices({ ...storage, config, service: serviceContexts(metrics, logger), execEnabled: false, clientWrites: config.actionCache.clientWrites ?? 'allow' });
+    const storageSvc = storageServices({ blobs: storage.blobs, actionCache: storage.actionCache, clientWrites: storage.clientWrites, config, service: serviceContexts(metrics, logger), execEnabled: false });
     const server = await startServer({ config, logger, metrics, services: storageSvc.services });
     logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: false }, 'reapi serve listening');
     return { ...server, close: async () => (await server.close(), storageSvc.close()) };
   }
-  const front = frontDoor(config, logger, metrics, storage.blobs, storage.actionCache);
+  const front = frontDoor(config, logger, metrics, storage, hooks);
   const v = front.verification;
   const worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue: front.queue, reports: v.reports, feedback: v.feedback }).catch(
     (err: unknown) => {
@@ -169,8 +153,9 @@ export async function startCas(config: Config, logger: Logger): Promise<RunningR
 /** `reapi scheduler`: the whole REAPI surface; storage forwarded to the --cas nodes, jobs on Redis. */
 export async function startScheduler(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<RunningRole> {
   if (!config.redis) throw new Error('reapi scheduler needs --redis URL (or REDIS_URL)');
-  const { blobs, actionCache, clients } = remoteStorage(config, logger);
-  const front = frontDoor(config, logger, metrics, blobs, actionCache);
+  const hooks: QuarantineHooks = {};
+  const storage = await createStorage('scheduler', { config, metrics, logger, hooks });
+  const front = frontDoor(config, logger, metrics, storage, hooks);
   const server = await startServer({ config, logger, metrics, services: front.services, routes: front.verification.routes });
   logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, cas: config.cas }, 'reapi scheduler listening');
   return {
@@ -178,7 +163,7 @@ export async function startScheduler(config: Config, logger: Logger, metrics = n
     close: async () => {
       await server.close();
       await front.close();
-      for (const c of clients) c.close();
+      storage.close();
     },
   };
 }
@@ -186,7 +171,8 @@ export async function startScheduler(config: Config, logger: Logger, metrics = n
 /** `reapi worker`: takes jobs from Redis, reads and writes the --cas nodes. */
 export async function startWorkerRole(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<RunningRole> {
   if (!config.redis) throw new Error('reapi worker needs --redis URL (or REDIS_URL)');
-  const { blobs, actionCache, clients } = remoteStorage(config, logger);
+  const storage = await createStorage('worker', { config, metrics, logger });
+  const { blobs, actionCache } = storage;
   const queue = createQueue(config, logger);
   const v = createVerification(config, logger, blobs, actionCache, queue);
   const worker = await startWorker({ config, logger, metrics, blobs, actionCache, queue, reports: v.reports, feedback: v.feedback });
@@ -198,7 +184,7 @@ export async function startWorkerRole(config: Config, logger: Logger, metrics = 
       await queue.close();
       await v.close();
       await server.close();
-      for (const c of clients) c.close();
+      storage.close();
     },
   };
 }

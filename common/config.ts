@@ -2,16 +2,10 @@
 // command-line flags and environment variables override it; defaults work on one machine.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { parseSize } from './sizes.ts';
+import { actionCacheConfigSchema, blobStoreConfigSchema, sizeBytes } from './storage-config.ts';
 
-const sizeBytes = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return v;
-  const n = parseSize(v);
-  if (n === undefined) {
-    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (e.g. 10GiB, 512MiB, 1000000)` });
-    return z.NEVER;
-  }
-  return n;
-});
+export { parseSize };
 
 export const configSchema = z
   .object({
@@ -44,6 +38,13 @@ export const configSchema = z
         maxPendingUploadBytes: sizeBytes.default(1024 ** 3),
         /** Blobs up to this size are read whole and verified before a single byte is sent. */
         verifyBeforeServeBytes: sizeBytes.default(4 * 1024 * 1024),
+        /**
+         * The CAS as a tree of backends and decorators (common/storage-config.ts). Unset: built
+         * from `backend`, `dataDir` and `cas` (cas/default-storage.ts shows how).
+         */
+        contentAddressableStorage: blobStoreConfigSchema.optional(),
+        /** The ActionCache likewise; unset: built from `backend`, `dataDir`, `cas` and `actionCache`. */
+        actionCache: actionCacheConfigSchema.optional(),
       })
       .prefault({}),
     actionCache: z
@@ -200,20 +201,6 @@ export const configSchema = z
 
 export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
-
-const UNITS: Record<string, number> = {
-  '': 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
-  ki: 1024, kib: 1024, mi: 1024 ** 2, mib: 1024 ** 2, gi: 1024 ** 3, gib: 1024 ** 3, ti: 1024 ** 4, tib: 1024 ** 4,
-};
-
-/** "10GiB" -> 10737418240; undefined when it is not a size. */
-export function parseSize(text: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
-  if (!m) return undefined;
-  const unit = UNITS[m[2]!.toLowerCase()];
-  if (unit === undefined) return undefined;
-  return Math.round(Number(m[1]) * unit);
-}
 
 /** Deep-merge plain objects; later sources win; `undefined` never overrides. */
 export function mergeConfig(...sources: Array<Record<string, unknown> | undefined>): Record<string, unknown> {

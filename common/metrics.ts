@@ -146,6 +146,36 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Per node of the storage chains (cas/metrics-blob-store.ts): `backend` names the node. */
+  readonly blobStoreOperations = new Counter({
+    name: 'reapi_blob_store_operations_total',
+    help: 'Operations on each node of the CAS chain (find_missing, read, write), by result (ok, missing, exists, error).',
+    labelNames: ['backend', 'operation', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly blobStoreBytes = new Counter({
+    name: 'reapi_blob_store_bytes_total',
+    help: 'Blob bytes asked of (read) and committed to (write) each node of the CAS chain.',
+    labelNames: ['backend', 'direction'] as const,
+    registers: [this.registry],
+  });
+
+  readonly blobStoreDuration = new Histogram({
+    name: 'reapi_blob_store_operation_duration_seconds',
+    help: 'Time of find_missing, of opening a read and of committing a write, per node of the CAS chain.',
+    labelNames: ['backend', 'operation'] as const,
+    buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  readonly actionCacheBackendOperations = new Counter({
+    name: 'reapi_action_cache_backend_operations_total',
+    help: 'Operations on each node of the ActionCache chain (get, put, remove), by result (hit, miss, ok, refused, error).',
+    labelNames: ['backend', 'operation', 'result'] as const,
+    registers: [this.registry],
+  });
+
   readonly actionsExecuted = new Counter({
     name: 'reapi_actions_executed_total',
     help: 'Actions run by workers, by outcome: success, nonzero-exit, timeout, memory-limit, process-limit, file-size-limit, cancelled, error.',

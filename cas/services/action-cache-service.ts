@@ -3,12 +3,11 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Metadata } from '@grpc/grpc-js';
 import { FLEET_TOKEN_HEADER } from '../grpc-clients.ts';
 import { digestKey, validateDigest, type Digest } from '../../common/digest.ts';
-import { invalidArgument, notFound, permissionDenied } from '../../common/errors.ts';
+import { invalidArgument, notFound } from '../../common/errors.ts';
 import { requestLabels, unary } from '../../common/grpc.ts';
-import { encode } from '../../protos/index.ts';
-import { isRemoved, provenanceOf, withProvenance } from '../provenance.ts';
+import { isRemoved } from '../provenance.ts';
 import type { ActionCacheHandlers } from '../../protos/index.ts';
-import type { ActionResult } from '../action-cache.ts';
+import type { ActionResult, CacheWriter } from '../action-cache.ts';
 import type { BlobStore } from '../blob-store.ts';
 import { putBlob, readBlob } from '../blob-io.ts';
 import type { StorageContext } from './storage-context.ts';
@@ -36,38 +35,17 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
 
     UpdateActionResult: unary(ctx, 'UpdateActionResult', async (req, call) => {
       const digest = validateDigest(req.action_digest, 'action_digest');
-      const instance = ctx.metrics.labels.instance.of(req.instance_name);
-      const fleet = isFleetMember(storage.fleetToken, call.metadata);
-      const policy = fleet ? 'allow' : storage.clientWrites;
-      if (policy === 'deny') {
-        ctx.metrics.actionCacheUpdates.inc({ instance, source: 'client', result: 'refused' });
-        const fleetHint = !storage.trustsFleet
-          ? ''
-          : storage.fleetToken === undefined
-            ? '; this storage node has no fleet token, so no worker can write either: give storage nodes, schedulers and workers the same --fleet-token-file (or $REAPI_FLEET_TOKEN)'
-            : '; workers and schedulers write by presenting the fleet token';
-        throw permissionDenied(`this server does not accept ActionCache writes from clients (actionCache.clientWrites is "deny": only workers write)${fleetHint}`);
-      }
       const result = req.action_result;
       if (!result) throw invalidArgument('action_result is missing');
-      const labels = requestLabels(call.metadata);
+      // The chain's write policy decides (cas/write-policy-action-cache.ts): fleet members write,
+      // clients as configured.
+      const writer: CacheWriter = { kind: isFleetMember(storage.fleetToken, call.metadata) ? 'fleet' : 'client', labels: requestLabels(call.metadata) };
       // Inline data may arrive with the result; keep it in the CAS so the entry stays small.
-      if (result.stdout_raw.length > 0 && !result.stdout_digest) result.stdout_digest = await putBlob(blobs, result.stdout_raw);
-      if (result.stderr_raw.length > 0 && !result.stderr_digest) result.stderr_digest = await putBlob(blobs, result.stderr_raw);
-      const stripped = { ...result, stdout_raw: Buffer.alloc(0), stderr_raw: Buffer.alloc(0) };
-      const entry =
-        fleet && provenanceOf(stripped).source !== 'unknown'
-          ? stripped
-          : withProvenance(stripped, { source: 'client', tool_invocation_id: labels.toolInvocationId ?? '' });
-      if (policy === 'quarantine' && storage.onQuarantinedWrite) {
-        // Not served until a worker's execution of the action agrees with it.
-        const blob = await putBlob(blobs, encode('ActionResult', entry));
-        await storage.onQuarantinedWrite(req.instance_name, digest, blob, labels);
-        ctx.metrics.actionCacheUpdates.inc({ instance, source: 'client', result: 'quarantined' });
-        return result;
+      if (writer.kind === 'fleet' || storage.clientWrites !== 'deny') {
+        if (result.stdout_raw.length > 0 && !result.stdout_digest) result.stdout_digest = await putBlob(blobs, result.stdout_raw);
+        if (result.stderr_raw.length > 0 && !result.stderr_digest) result.stderr_digest = await putBlob(blobs, result.stderr_raw);
       }
-      await actionCache.put(req.instance_name, digest, entry);
-      ctx.metrics.actionCacheUpdates.inc({ instance, source: 'client', result: 'stored' });
+      await actionCache.put(req.instance_name, digest, { ...result, stdout_raw: Buffer.alloc(0), stderr_raw: Buffer.alloc(0) }, writer);
       return result;
     }),
   };

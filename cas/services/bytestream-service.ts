@@ -9,8 +9,7 @@ import { clientStream, limitReadAhead, METHOD_OVERRIDES, serverStream, unary, ty
 import { parseReadResource, parseWriteResource, type BlobResource } from '../../common/resource-name.ts';
 import { ZstdDecoder, ZstdEncoder, ZstdLimitError } from '../../common/zstd.ts';
 import { root, serviceDefinitions, type ByteStreamHandlers, type MessageInput, type MessageOutput } from '../../protos/index.ts';
-import type { BlobStore, BlobWriter } from '../blob-store.ts';
-import type { BlobChunkReader } from '../disk-blob-store.ts';
+import type { BlobChunkReader, BlobStore, BlobWriter } from '../blob-store.ts';
 import type { StorageContext } from './storage-context.ts';
 
 /** Largest data chunk sent in one ReadResponse. */
@@ -184,7 +183,7 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
         throw invalidArgument('read_limit must be 0 when reading compressed-blobs (REAPI: the limit cannot apply to compressed data)');
       }
       let sent = 0;
-      if (resource.compressor === 'identity' && hasChunkReader(blobs)) {
+      if (resource.compressor === 'identity' && blobs.openReader) {
         sent = await sendFromReader(await blobs.openReader(digest, req.read_offset, req.read_limit), send, call);
       } else {
         const stream = await blobs.read(digest, req.read_offset, req.read_limit);
@@ -252,10 +251,6 @@ const PRE_ENCODED: unique symbol = Symbol('ReadResponse encoding');
 
 interface PreEncodedResponse extends ReadResponse {
   [PRE_ENCODED]?: { bytes: Buffer; release(): void };
-}
-
-function hasChunkReader(store: BlobStore): store is BlobStore & { openReader(d: BlobResource['digest'], offset: number, limit: number): Promise<BlobChunkReader> } {
-  return typeof (store as { openReader?: unknown }).openReader === 'function';
 }
 
 async function sendFromReader(

@@ -5,6 +5,7 @@ import type { Digest } from '../../common/digest.ts';
 import type { RequestLabels } from '../../common/grpc.ts';
 import type { ActionCache, ActionResult } from '../action-cache.ts';
 import type { BlobStore } from '../blob-store.ts';
+import type { ClientWrites } from '../../common/storage-config.ts';
 
 export interface StorageContext {
   blobs: BlobStore;
@@ -13,16 +14,12 @@ export interface StorageContext {
   service: (name: string) => ServiceContext;
   /**
    * Storage nodes: the fleet token. A caller presenting it (a scheduler or worker) writes the
-   * ActionCache whatever `clientWrites` says, and the provenance it records is kept; every other
-   * write is a client's (`clientWrites`, provenance "client").
+   * ActionCache as a fleet member whatever the write policy says of clients, and the provenance
+   * it records is kept.
    */
   fleetToken?: string;
-  /** A storage node (whose writers are fleet members), for messages. */
-  trustsFleet?: boolean;
-  /** The write policy for UpdateActionResult from clients, resolved for this role. */
-  clientWrites: 'allow' | 'deny' | 'quarantine';
+  /** What the chain's write policy does with client writes (Capabilities announces it). */
+  clientWrites: ClientWrites;
   /** Told about every cache hit served by GetActionResult (feedback, audits). */
   onServed?: (instanceName: string, actionDigest: Digest, result: ActionResult, labels: RequestLabels) => void;
-  /** Told about a quarantined client write (its ActionResult stored in the CAS as `entry`). */
-  onQuarantinedWrite?: (instanceName: string, actionDigest: Digest, entry: Digest, labels: RequestLabels) => Promise<void>;
 }

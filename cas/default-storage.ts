@@ -1,0 +1,54 @@
+// The storage trees a role gets when its config file gives none: what `--storage`, `--data-dir`,
+// `--cas` and `actionCache.*` stand for, written out as trees (common/storage-config.ts).
+//
+//   reapi serve, reapi cas   CAS: disk{dataDir} (or memory)
+//                            AC:  writePolicy{ completenessChecking{ disk{dataDir/ac} } }
+//   reapi scheduler          CAS: remote{--cas} or sharding{remote{a}, remote{b}, ...}
+//                            AC:  writePolicy{ completenessChecking{ remote{first --cas} } }
+//   reapi worker             the scheduler's, without the write policy (its writes are a worker's)
+//
+// Completeness is checked where the whole CAS is seen: on a storage node for its own blobs
+// (`actionCache.checkCompleteness`, default on), and on schedulers and workers across all shards.
+import { join } from 'node:path';
+import type { Config } from '../common/config.ts';
+import type { ActionCacheConfig, BlobStoreConfig, ClientWrites } from '../common/storage-config.ts';
+
+export type StorageRole = 'serve' | 'cas' | 'scheduler' | 'worker';
+
+export interface StorageTrees {
+  contentAddressableStorage: BlobStoreConfig;
+  actionCache: ActionCacheConfig;
+}
+
+/** Client writes where the role serves clients: a cache-only `serve` takes them, anything executing actions does not. */
+function defaultClientWrites(config: Config, role: StorageRole): ClientWrites {
+  return config.actionCache.clientWrites ?? (role === 'serve' && !config.execution.enabled ? 'allow' : 'deny');
+}
+
+export function storageTrees(config: Config, role: StorageRole): StorageTrees {
+  const given = config.storage;
+  const local = role === 'serve' || role === 'cas';
+  if (!local && config.cas.length === 0 && !(given.contentAddressableStorage && given.actionCache)) {
+    throw new Error('no storage nodes: pass --cas HOST:PORT[,HOST:PORT]');
+  }
+  const cas: BlobStoreConfig =
+    given.contentAddressableStorage ??
+    (local
+      ? given.backend === 'memory'
+        ? { memory: { maxBytes: given.maxBytes } }
+        : { disk: { path: config.dataDir, maxBytes: given.maxBytes, verifyBeforeServeBytes: given.verifyBeforeServeBytes } }
+      : config.cas.length === 1
+        ? { remote: { address: config.cas[0]! } }
+        : { sharding: { shards: config.cas.map((address) => ({ name: address, weight: 1, backend: { remote: { address } } })) } });
+  let ac: ActionCacheConfig;
+  if (given.actionCache) ac = given.actionCache;
+  else if (local) {
+    const store: ActionCacheConfig = given.backend === 'memory' ? { memory: {} } : { disk: { path: join(config.dataDir, 'ac') } };
+    const checked: ActionCacheConfig = config.actionCache.checkCompleteness ? { completenessChecking: { backend: store } } : store;
+    ac = { writePolicy: { clientWrites: defaultClientWrites(config, role), backend: checked } };
+  } else {
+    const checked: ActionCacheConfig = { completenessChecking: { backend: { remote: { address: config.cas[0]! } } } };
+    ac = role === 'scheduler' ? { writePolicy: { clientWrites: defaultClientWrites(config, role), backend: checked } } : checked;
+  }
+  return { contentAddressableStorage: cas, actionCache: ac };
+}
