@@ -103,7 +103,7 @@ async function buildBlobStore(node: BlobStoreConfig, deps: StorageDeps, connect:
   } else if ('sharding' in node) {
     name = label(parent, 'sharding');
     const shards = [];
-    for (const s of node.sharding.shards) shards.push({ name: s.name, weight: s.weight, store: await buildBlobStore(s.backend, deps, connect, name) });
+    for (const s of node.sharding.shards) shards.push({ name: s.name, weight: s.weight, store: await buildBlobStore(s.backend, deps, connect, label(name, s.name)) });
     store = new ShardingBlobStore(shards);
   } else {
     name = label(parent, 'existence-caching');
