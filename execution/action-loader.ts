@@ -1,10 +1,11 @@
-// Fetching and checking what an Execute request names: the Action and its Command.
+// Fetching and checking what an Execute request names: the Action and its Command. The scheduler
+// loads them once and hands them to the worker with the job (JobSpec.loaded).
 import type { BlobStore } from '../cas/blob-store.ts';
 import { readBlob } from '../cas/blob-io.ts';
-import { digestKey, validateDigest, type Digest } from '../common/digest.ts';
+import { digestKey, digestOf, validateDigest, type Digest } from '../common/digest.ts';
 import { invalidArgument, missingBlobs } from '../common/errors.ts';
 import { decode, type MessageName, type MessageOutput } from '../protos/index.ts';
-import type { PlatformProperties } from './job-queue.ts';
+import type { JobSpec, PlatformProperties, PreloadedAction } from './job-queue.ts';
 
 export type Action = MessageOutput<'Action'>;
 export type Command = MessageOutput<'Command'>;
@@ -16,8 +17,9 @@ export interface LoadedAction {
   timeoutMs: number;
 }
 
-async function fetchMessage<K extends MessageName>(blobs: BlobStore, type: K, digest: Digest): Promise<MessageOutput<K>> {
-  const bytes = await readBlob(blobs, digest);
+type Limits = { defaultTimeoutSeconds: number; maxTimeoutSeconds: number };
+
+function decodeMessage<K extends MessageName>(type: K, bytes: Buffer, digest: Digest): MessageOutput<K> {
   try {
     return decode(type, bytes);
   } catch (err) {
@@ -25,18 +27,47 @@ async function fetchMessage<K extends MessageName>(blobs: BlobStore, type: K, di
   }
 }
 
-export async function loadAction(
-  blobs: BlobStore,
-  actionDigest: Digest,
-  limits: { defaultTimeoutSeconds: number; maxTimeoutSeconds: number },
-): Promise<LoadedAction> {
+/** Actions larger than this (Action and Command together) are fetched by the worker instead: job state stays small. */
+const MAX_PRELOADED_BYTES = 64 * 1024;
+
+/** The loaded action as a job carries it (`loaded` to spread into a JobSpec; nothing when too large). */
+export function preloaded(loaded: LoadedAction & { bytes: { action: Buffer; command: Buffer } }): { loaded?: PreloadedAction } {
+  const { action, command } = loaded.bytes;
+  if (action.length + command.length > MAX_PRELOADED_BYTES) return {};
+  return { loaded: { action: action.toString('base64'), command: command.toString('base64'), timeoutMs: loaded.timeoutMs } };
+}
+
+/**
+ * A job's action: as the job carries it when its bytes match their digests, else fetched (a job
+ * from an older scheduler, an audit, or bytes that do not match).
+ */
+export async function loadJobAction(blobs: BlobStore, job: JobSpec, limits: Limits): Promise<LoadedAction> {
+  const p = job.loaded;
+  if (p) {
+    const actionBytes = Buffer.from(p.action, 'base64');
+    if (digestKey(digestOf(actionBytes)) === digestKey(job.actionDigest)) {
+      const action = decodeMessage('Action', actionBytes, job.actionDigest);
+      const commandDigest = validateDigest(action.command_digest, 'Action.command_digest');
+      const commandBytes = Buffer.from(p.command, 'base64');
+      if (digestKey(digestOf(commandBytes)) === digestKey(commandDigest)) {
+        const command = decodeMessage('Command', commandBytes, commandDigest);
+        return { action, command, platform: platformOf(action, command), timeoutMs: p.timeoutMs };
+      }
+    }
+  }
+  return loadAction(blobs, job.actionDigest, limits);
+}
+
+export async function loadAction(blobs: BlobStore, actionDigest: Digest, limits: Limits): Promise<LoadedAction & { bytes: { action: Buffer; command: Buffer } }> {
   if ((await blobs.findMissing([actionDigest])).length > 0) throw missingBlobs([actionDigest], 'Action');
-  const action = await fetchMessage(blobs, 'Action', actionDigest);
+  const actionBytes = await readBlob(blobs, actionDigest);
+  const action = decodeMessage('Action', actionBytes, actionDigest);
   const commandDigest = validateDigest(action.command_digest, 'Action.command_digest');
   const inputRoot = validateDigest(action.input_root_digest, 'Action.input_root_digest');
   const missing = await blobs.findMissing([commandDigest, inputRoot]);
   if (missing.length > 0) throw missingBlobs(missing, 'Action inputs');
-  const command = await fetchMessage(blobs, 'Command', commandDigest);
+  const commandBytes = await readBlob(blobs, commandDigest);
+  const command = decodeMessage('Command', commandBytes, commandDigest);
   if (command.arguments.length === 0) throw invalidArgument(`Command ${digestKey(commandDigest)} has no arguments`);
 
   let timeoutMs = limits.defaultTimeoutSeconds * 1000;
@@ -48,7 +79,7 @@ export async function loadAction(
     }
     if (asked > 0) timeoutMs = asked;
   }
-  return { action, command, platform: platformOf(action, command), timeoutMs };
+  return { action, command, platform: platformOf(action, command), timeoutMs, bytes: { action: actionBytes, command: commandBytes } };
 }
 
 /**

@@ -16,6 +16,12 @@ export interface JobSpec {
   platform: PlatformProperties;
   /** Never merged with another in-flight action, never written to the ActionCache. */
   doNotCache: boolean;
+  /**
+   * The Action and Command as the scheduler loaded them (their encoded bytes, base64) and the
+   * timeout it resolved, so that the worker need not fetch and decode them again. The worker
+   * checks the bytes against their digests before use (execution/action-loader.ts).
+   */
+  loaded?: PreloadedAction;
   /** Opaque to the queue: e.g. tool invocation id, mnemonic and target, for logs and reports. */
   requestMetadata?: Record<string, string>;
   /**
@@ -37,6 +43,12 @@ export interface JobSpec {
    * the verification variations and answer the result (never cached; the job is doNotCache).
    */
   verificationRun?: { firstWorker: string };
+}
+
+export interface PreloadedAction {
+  action: string;
+  command: string;
+  timeoutMs: number;
 }
 
 export interface SubmitOptions {

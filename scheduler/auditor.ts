@@ -10,7 +10,7 @@ import { digestKey, type Digest } from '../common/digest.ts';
 import type { RequestLabels } from '../common/grpc.ts';
 import type { Logger } from '../common/logger.ts';
 import { encode } from '../protos/index.ts';
-import { loadAction } from '../execution/action-loader.ts';
+import { loadAction, preloaded } from '../execution/action-loader.ts';
 import type { JobQueue } from '../execution/job-queue.ts';
 import type { VerificationPolicy } from './verification-policy.ts';
 
@@ -51,13 +51,14 @@ export class Auditor {
 
   private async submit(instanceName: string, actionDigest: Digest, entry: Digest, reason: 'served' | 'client-write', labels: RequestLabels): Promise<void> {
     const { queue, blobs, config, logger } = this.deps;
-    let platform;
+    let loaded;
     try {
-      ({ platform } = await loadAction(blobs, actionDigest, config.execution));
+      loaded = await loadAction(blobs, actionDigest, config.execution);
     } catch (err) {
       logger.info({ action: digestKey(actionDigest), reason, err: (err as Error).message }, 'cannot audit: the action is not in the CAS');
       return;
     }
+    const { platform } = loaded;
     if ((await queue.unsatisfiable(platform)).length > 0) return;
     const requestMetadata: Record<string, string> = {};
     for (const [k, v] of Object.entries(labels)) if (typeof v === 'string') requestMetadata[k] = v;
@@ -68,6 +69,7 @@ export class Auditor {
       platform,
       doNotCache: true,
       requestMetadata,
+      ...preloaded(loaded),
       audit: { entry, reason },
     });
     logger.debug({ operation: operationName, action: digestKey(actionDigest), reason }, 'audit queued');

@@ -12,7 +12,7 @@ import { decodeDirectory } from '../cas/tree.ts';
 import { cancelled, failedPrecondition, invalidArgument, notFound, unimplemented } from '../common/errors.ts';
 import { requestLabels, serverStream, unary, type ServiceContext } from '../common/grpc.ts';
 import type { ExecutionHandlers, MessageInput, OperationsHandlers } from '../protos/index.ts';
-import { loadAction } from '../execution/action-loader.ts';
+import { loadAction, preloaded } from '../execution/action-loader.ts';
 import type { Auditor } from './auditor.ts';
 import type { VerificationPolicy } from './verification-policy.ts';
 import type { JobQueue } from '../execution/job-queue.ts';
@@ -121,6 +121,7 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
         requestMetadata: { ...labels },
         verify: !doNotCache && (await deps.policy.shouldVerify(labels.mnemonic ?? '')),
         localityKeys: await localityKeys(blobs, loaded.action.input_root_digest),
+        ...preloaded(loaded),
       };
       const { operationName, merged } = await queue.submit(job);
       ctx.logger.debug({ operation: operationName, merged, action: actionDigest.hash, ...labels }, 'action queued');

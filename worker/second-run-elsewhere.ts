@@ -68,6 +68,7 @@ export async function secondRunElsewhere(job: JobSpec, opts: ElsewhereOptions): 
     doNotCache: true,
     ...(job.requestMetadata ? { requestMetadata: job.requestMetadata } : {}),
     ...(job.localityKeys ? { localityKeys: job.localityKeys } : {}),
+    ...(job.loaded ? { loaded: job.loaded } : {}),
     verificationRun: { firstWorker: opts.workerName },
   };
   const { operationName } = await queue.submit(sub, { worker: other });

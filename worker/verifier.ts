@@ -1,8 +1,7 @@
 // Double execution and audits: compare two runs of one action, and an execution with the
-// ActionCache entry it should reproduce. Disagreement keeps the result out of the cache (or
-// removes the entry), counts it, and leaves a report with both results stored in the CAS.
+// ActionCache entry it should reproduce. Disagreement keeps the result out of the cache (or has
+// the entry removed), counts it, and leaves a report with both results stored in the CAS.
 import { randomUUID } from 'node:crypto';
-import type { ActionCache } from '../cas/action-cache.ts';
 import { putBlob, readBlob } from '../cas/blob-io.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
 import { withProvenance } from '../cas/provenance.ts';
@@ -14,11 +13,11 @@ import type { FeedbackStore } from '../execution/feedback.ts';
 import type { JobSpec } from '../execution/job-queue.ts';
 import type { Difference, Report, ReportStore } from '../execution/report-store.ts';
 import { compareResults } from './result-comparison.ts';
+import type { CacheUpdate } from './executors/types.ts';
 
 interface VerifierDeps {
   workerName: string;
   blobs: BlobStore;
-  actionCache: ActionCache;
   metrics: Metrics;
   reports: ReportStore;
   feedback: FeedbackStore;
@@ -60,36 +59,49 @@ export class Verifier {
     };
   }
 
-  /** Check an ActionCache entry against a fresh execution (job.audit is set). */
-  async audit(job: JobSpec, run: RunLike, log: Logger): Promise<void> {
-    const { metrics, actionCache, blobs } = this.deps;
+  /**
+   * Check an ActionCache entry against a fresh execution (job.audit is set). Returns what the
+   * cache should get (the caching layer writes it) and what to record once it has: metrics, log
+   * and report come after the cache changed, so whoever sees them sees the cache as they say.
+   */
+  async audit(job: JobSpec, run: RunLike, log: Logger): Promise<{ update?: CacheUpdate; record: () => Promise<void> }> {
+    const { metrics, blobs } = this.deps;
     const audit = job.audit!;
     const mnemonic = job.requestMetadata?.mnemonic ?? '';
     if (run.verdict.label !== 'success' && run.verdict.label !== 'nonzero-exit') {
-      metrics.audits.inc({ result: 'failed' });
-      log.warn({ outcome: run.verdict.label }, 'audit inconclusive: the re-execution did not finish');
-      return;
+      return {
+        record: async () => {
+          metrics.audits.inc({ result: 'failed' });
+          log.warn({ outcome: run.verdict.label }, 'audit inconclusive: the re-execution did not finish');
+        },
+      };
     }
     const entry = decode('ActionResult', await readBlob(blobs, audit.entry));
     const diffs = await compareResults(blobs, entry, run.result);
     if (diffs.length === 0) {
-      metrics.audits.inc({ result: 'confirmed' });
-      if (audit.reason === 'client-write') {
-        // A quarantined client write that a worker reproduced: now it may be served.
-        await actionCache.put(job.instanceName, job.actionDigest, withProvenance(entry, { source: 'client', verified: true }));
-        log.info('quarantined client write confirmed by execution; now served');
-      }
-      return;
+      // A quarantined client write that a worker reproduced: now it may be served.
+      const promote = audit.reason === 'client-write';
+      return {
+        ...(promote ? { update: { kind: 'store' as const, entry: withProvenance(entry, { source: 'client', verified: true }) } } : {}),
+        record: async () => {
+          metrics.audits.inc({ result: 'confirmed' });
+          if (promote) log.info('quarantined client write confirmed by execution; now served');
+        },
+      };
     }
-    metrics.audits.inc({ result: 'contradicted' });
-    metrics.cachePoisoningSuspected.inc({ mnemonic: metrics.labels.mnemonic.of(mnemonic) });
-    if (audit.reason === 'served') await actionCache.remove(job.instanceName, job.actionDigest);
-    const report = await this.report('cache-poisoning', job, [entry, run.result], diffs, ['re-execution with the verification variations']);
-    log.error(
-      { target: job.requestMetadata?.target, mnemonic, report: report.id, reason: audit.reason, differences: diffs.slice(0, 5) },
-      `cache entry for ${digestKey(job.actionDigest)} contradicted by a new execution (${summary(diffs)}); ` +
-        (audit.reason === 'served' ? 'removed from the cache' : 'the client write is discarded'),
-    );
+    return {
+      ...(audit.reason === 'served' ? { update: { kind: 'remove' as const } } : {}),
+      record: async () => {
+        metrics.audits.inc({ result: 'contradicted' });
+        metrics.cachePoisoningSuspected.inc({ mnemonic: metrics.labels.mnemonic.of(mnemonic) });
+        const report = await this.report('cache-poisoning', job, [entry, run.result], diffs, ['re-execution with the verification variations']);
+        log.error(
+          { target: job.requestMetadata?.target, mnemonic, report: report.id, reason: audit.reason, differences: diffs.slice(0, 5) },
+          `cache entry for ${digestKey(job.actionDigest)} contradicted by a new execution (${summary(diffs)}); ` +
+            (audit.reason === 'served' ? 'removed from the cache' : 'the client write is discarded'),
+        );
+      },
+    };
   }
 
   private async report(
