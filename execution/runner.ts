@@ -40,6 +40,8 @@ export interface RunSpec {
   env: Record<string, string>;
   /** Relative to the exec root; '' = the exec root itself. */
   workingDirectory: string;
+  /** The action's platform properties (e.g. the `container-image` a Docker runner uses). */
+  platform?: Record<string, string>;
   /** Wall-clock limit in milliseconds. */
   timeoutMs: number;
   limits: ResourceLimits;
@@ -76,6 +78,10 @@ export interface Runner {
   /** A short name for logs and metrics, e.g. 'bwrap'. */
   readonly name: string;
   run(spec: RunSpec, signal: AbortSignal): Promise<RunOutcome>;
+  /** Optional one-time setup, called at worker start to fail fast; resolves to what to log. */
+  ready?(): Promise<unknown>;
+  /** Optional: release what the runner holds (cgroups, containers, threads); no run after. */
+  dispose?(): Promise<void>;
 }
 
 /** The outcome of a run that ended before (or without) the action's own exit. */

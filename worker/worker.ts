@@ -17,7 +17,7 @@ import { detectVariationSupport } from './variations.ts';
 import type { FeedbackStore } from '../execution/feedback.ts';
 import type { ReportStore } from '../execution/report-store.ts';
 import { BwrapRunner } from './runners/bwrap-runner.ts';
-import { CONTAINER_IMAGE, runnerSelector, startDockerRunner } from './runners/docker-runner.ts';
+import { CONTAINER_IMAGE, startDockerRunner } from './runners/docker-runner.ts';
 import { selectRunner, startRuntimeRunners } from './runners/runner-selection.ts';
 
 export interface WorkerDeps {
@@ -55,10 +55,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const workDir = resolve(config.worker.workDir ?? defaultWorkDir(config));
   const name = deps.name ?? `${hostname()}:${process.pid}`;
   const runner = deps.runner ?? new BwrapRunner();
-  if (runner instanceof BwrapRunner) {
-    const ready = await runner.ready();
-    logger.info({ sandboxUid: ready.user.uid, cgroups: ready.cgroups }, 'bwrap sandbox ready');
-  }
+  const ready = await runner.ready?.();
+  if (ready !== undefined) logger.info({ runner: runner.name, ready }, 'sandbox ready');
   const cache = await LocalContentCache.open({
     root: join(workDir, 'cache'),
     maxBytes: config.worker.cacheMaxBytes,
@@ -82,7 +80,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     actionCache: deps.actionCache,
     cache,
     runner,
-    runnerFor: selectRunner(runnerSelector(runner, docker), runtimes),
+    runnerFor: selectRunner({ sandbox: runner, ...(docker ? { docker } : {}), runtimes }),
     execDir,
     config,
     metrics: deps.metrics,
@@ -99,7 +97,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     cache,
     stop: async () => {
       await stopWork();
-      if (runner instanceof BwrapRunner) await runner.dispose();
+      await runner.dispose?.();
       await docker?.dispose();
       for (const r of runtimes) await r.dispose();
     },

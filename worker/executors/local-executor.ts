@@ -98,6 +98,7 @@ export class LocalExecutor implements RunExecutor {
         argv: command.arguments,
         env: environment(command),
         workingDirectory: command.working_directory,
+        platform: loaded.platform,
         timeoutMs: loaded.timeoutMs,
         limits: limitsFor(config, loaded.platform),
         maxOutputBytes: config.worker.maxOutputBytes,

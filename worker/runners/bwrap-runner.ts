@@ -17,13 +17,13 @@
 
 import { spawn } from 'node:child_process';
 import { lstat, readFile, readlink } from 'node:fs/promises';
-import { constants as osConstants } from 'node:os';
-import { isAbsolute, join, posix } from 'node:path';
+import { join, posix } from 'node:path';
 
 import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../../execution/runner.ts';
 import { chownDirs } from './exec-root-ownership.ts';
 import { type CgroupManager, type CgroupMode, type RunCgroup, detectCgroups } from './cgroup.ts';
 import { CappedOutput } from './output-buffer.ts';
+import { checkSpec, fileSizeFailure, isFailure, limitFailure, shQuote, signalNumber, Watchdog } from './supervision.ts';
 import { EtcFiles, type SandboxUser, ensureSandboxUser } from './sandbox-user.ts';
 
 export interface BwrapRunnerOptions {
@@ -88,7 +88,6 @@ const DEFAULT_ROOT_LINKS = ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx3
 const TOOL_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
 /** bwrap's own processes in the run's pids cgroup: the outer bwrap and the namespace's pid 1. */
 const BWRAP_PROCESSES = 2;
-const LIMIT_POLL_MS = 50;
 
 interface Tools {
   sh: string;
@@ -135,24 +134,6 @@ function expandCpuList(list: string): number[] {
   }
   return out;
 }
-
-/** Single-quotes `s` for sh. */
-function shQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-function signalNumber(signal: NodeJS.Signals): number {
-  return (osConstants.signals as Record<string, number | undefined>)[signal] ?? 0;
-}
-
-function formatSeconds(ms: number): string {
-  return String(Number((ms / 1000).toFixed(3)));
-}
-
-function formatMiB(bytes: number): string {
-  return String(Number((bytes / 2 ** 20).toFixed(1)));
-}
-
 
 export class BwrapRunner implements Runner {
   readonly name = 'bwrap';
@@ -284,13 +265,9 @@ export class BwrapRunner implements Runner {
     }
 
     const v: Variation = spec.variation ?? {};
-    const mount = v.execRootMount ?? '/work';
-    const wd = posix.normalize(spec.workingDirectory === '' ? '.' : spec.workingDirectory);
-    if (!isAbsolute(mount)) return fail({ kind: 'sandbox-error', message: `execRootMount must be absolute: ${mount}` });
-    if (posix.isAbsolute(wd) || wd === '..' || wd.startsWith('../')) {
-      return fail({ kind: 'sandbox-error', message: `working directory escapes the exec root: ${spec.workingDirectory}` });
-    }
-    if (spec.argv.length === 0) return fail({ kind: 'sandbox-error', message: 'empty argv' });
+    const paths = checkSpec(spec);
+    if (isFailure(paths)) return fail(paths);
+    const { mount, workingDirectory: wd } = paths;
     if (v.disableAslr && !p.tools.setarch) return fail({ kind: 'sandbox-error', message: 'disableAslr needs setarch' });
 
     let cg: RunCgroup | undefined;
@@ -423,7 +400,6 @@ export class BwrapRunner implements Runner {
     const stdout = new CappedOutput(spec.maxOutputBytes);
     const stderr = new CappedOutput(spec.maxOutputBytes);
     let status = '';
-    let killedFor: RunFailure | undefined;
     let spawnError: Error | undefined;
 
     const child = spawn(cmd, args, {
@@ -437,57 +413,16 @@ export class BwrapRunner implements Runner {
     statusStream?.on('data', (c: Buffer) => (status += c.toString('utf8')));
     statusStream?.on('error', () => {});
 
-    const killTree = (failure: RunFailure) => {
-      if (killedFor) return;
-      killedFor = failure;
+    const timers: NodeJS.Timeout[] = [];
+    const watchdog = new Watchdog({
+      spec,
+      signal,
       // cgroup first: takes everything at once, including setsid'ed escapees; then bwrap itself,
       // whose death ends its PID namespace (the only protection when there is no cgroup).
-      void (cg?.kill() ?? Promise.resolve()).catch(() => {}).finally(() => child.kill('SIGKILL'));
-    };
-
-    const timers: NodeJS.Timeout[] = [];
-    if (spec.timeoutMs > 0) {
-      timers.push(
-        setTimeout(
-          () => killTree({ kind: 'timeout', message: `action timed out after ${formatSeconds(spec.timeoutMs)} s` }),
-          spec.timeoutMs,
-        ),
-      );
-    }
-    const onAbort = () => killTree({ kind: 'cancelled', message: 'action cancelled' });
-    signal.addEventListener('abort', onAbort, { once: true });
-    if (signal.aborted) onAbort();
-
-    // Fork bombs and runaway memory are ended as soon as the kernel reports the limit was hit,
-    // rather than left spinning (pids.max only refuses forks) until the wall-clock timeout.
-    const limitFailure = (ev: { oomKills: number; pidsLimitHits: number }): RunFailure | undefined => {
-      if (ev.oomKills > 0) {
-        const message =
-          spec.limits.memoryBytes > 0
-            ? `memory limit of ${formatMiB(spec.limits.memoryBytes)} MiB exceeded`
-            : 'killed by the out-of-memory killer (no memory limit set: the host ran out of memory)';
-        return { kind: 'memory-limit', message };
-      }
-      if (ev.pidsLimitHits > 0) {
-        return { kind: 'process-limit', message: `process limit of ${spec.limits.maxProcesses} reached` };
-      }
-      return undefined;
-    };
-    if (cg && (spec.limits.memoryBytes > 0 || spec.limits.maxProcesses > 0)) {
-      let polling = false;
-      const poll = setInterval(() => {
-        if (polling || killedFor) return;
-        polling = true;
-        cg.limitEvents()
-          .then((ev) => {
-            const f = limitFailure(ev);
-            if (f) killTree(f);
-          })
-          .catch(() => {})
-          .finally(() => (polling = false));
-      }, LIMIT_POLL_MS);
-      timers.push(poll);
-    }
+      kill: () => void (cg?.kill() ?? Promise.resolve()).catch(() => {}).finally(() => child.kill('SIGKILL')),
+      ...(cg ? { limitEvents: () => cg.limitEvents() } : {}),
+    });
+    watchdog.startClock();
 
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -511,10 +446,10 @@ export class BwrapRunner implements Runner {
       child.on('close', (code, sig) => resolve(exited ?? { code, signal: sig }));
     });
     for (const t of timers) clearTimeout(t);
-    signal.removeEventListener('abort', onAbort);
+    watchdog.stop();
 
     let exitCode = exit.code ?? (exit.signal ? 128 + signalNumber(exit.signal) : -1);
-    let failure: RunFailure | undefined = killedFor;
+    let failure: RunFailure | undefined = watchdog.killedFor;
 
     if (cg) {
       try {
@@ -522,7 +457,7 @@ export class BwrapRunner implements Runner {
         usage.userCpuMs = u.userCpuMs;
         usage.systemCpuMs = u.systemCpuMs;
         usage.maxRssBytes = u.memoryPeakBytes ?? 0;
-        if (!failure && exitCode !== 0) failure = limitFailure(ev);
+        if (!failure && exitCode !== 0) failure = limitFailure(ev, spec.limits);
       } catch {
         // Accounting is best effort.
       }
@@ -542,9 +477,7 @@ export class BwrapRunner implements Runner {
         failure = { kind: 'sandbox-error', message: `sandbox setup failed (exit ${exitCode}): ${text.slice(0, 2000)}` };
       }
     }
-    if (!failure && spec.limits.maxFileBytes > 0 && exitCode === 128 + signalNumber('SIGXFSZ')) {
-      failure = { kind: 'file-size-limit', message: `file size limit of ${spec.limits.maxFileBytes} bytes exceeded` };
-    }
+    failure ??= fileSizeFailure(exitCode, spec.limits);
 
     const outcome: RunOutcome = {
       exitCode,

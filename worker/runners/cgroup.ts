@@ -9,28 +9,17 @@
 //   /sys/fs/cgroup/unified) the run is placed there too, for `cgroup.kill` and precise cpu.stat;
 //   otherwise killing is freeze, SIGKILL every pid in cgroup.procs, thaw.
 
-import { mkdir, readFile, readdir, rmdir, writeFile, access } from 'node:fs/promises';
+import { mkdir, readdir, rmdir, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readLimitEvents, readText, readUsage, type CgroupUsage, type LimitEvents } from './cgroup-files.ts';
+
+export type { CgroupUsage, LimitEvents };
 
 export interface CgroupLimits {
   /** Bytes; 0 = unlimited. */
   memoryBytes: number;
   /** Processes/threads; 0 = unlimited. */
   maxProcesses: number;
-}
-
-export interface LimitEvents {
-  /** Processes the OOM killer killed inside the run's cgroup. */
-  oomKills: number;
-  /** Forks refused because pids.max was reached. */
-  pidsLimitHits: number;
-}
-
-export interface CgroupUsage {
-  userCpuMs: number;
-  systemCpuMs: number;
-  /** Peak memory charged to the cgroup, when the kernel reports it. */
-  memoryPeakBytes: number | undefined;
 }
 
 export interface RunCgroup {
@@ -55,31 +44,6 @@ export interface CgroupManager {
 
 // ---------------------------------------------------------------------------------------------
 // Small file helpers
-
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
-/** Parses "key value" lines (memory.events, pids.events, cpu.stat, memory.oom_control, cpuacct.stat). */
-function parseKeyed(text: string | undefined): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of (text ?? '').split('\n')) {
-    const [k, v] = line.trim().split(/\s+/);
-    if (k && v !== undefined && /^\d+$/.test(v)) out.set(k, Number(v));
-  }
-  return out;
-}
-
-async function readNumber(path: string): Promise<number | undefined> {
-  const t = await readText(path);
-  if (t === undefined) return undefined;
-  const n = Number(t.trim());
-  return Number.isFinite(n) ? n : undefined;
-}
 
 async function tryWrite(path: string, value: string): Promise<boolean> {
   try {
@@ -299,25 +263,12 @@ class RunCgroupV2 implements RunCgroup {
     this.procsFiles = [join(dir, 'cgroup.procs')];
   }
 
-  async limitEvents(): Promise<LimitEvents> {
-    const [mem, pids] = await Promise.all([
-      readText(join(this.dir, 'memory.events')),
-      readText(join(this.dir, 'pids.events')),
-    ]);
-    return { oomKills: parseKeyed(mem).get('oom_kill') ?? 0, pidsLimitHits: parseKeyed(pids).get('max') ?? 0 };
+  limitEvents(): Promise<LimitEvents> {
+    return readLimitEvents({ v2: this.dir });
   }
 
-  async usage(): Promise<CgroupUsage> {
-    const [cpu, peak] = await Promise.all([
-      readText(join(this.dir, 'cpu.stat')),
-      readNumber(join(this.dir, 'memory.peak')),
-    ]);
-    const stat = parseKeyed(cpu);
-    return {
-      userCpuMs: Math.round((stat.get('user_usec') ?? 0) / 1000),
-      systemCpuMs: Math.round((stat.get('system_usec') ?? 0) / 1000),
-      memoryPeakBytes: peak,
-    };
+  usage(): Promise<CgroupUsage> {
+    return readUsage({ v2: this.dir });
   }
 
   kill(): Promise<void> {
@@ -458,43 +409,12 @@ class RunCgroupV1 implements RunCgroup {
     return this.dirs.get(ctrl);
   }
 
-  async limitEvents(): Promise<LimitEvents> {
-    const mem = this.dir('memory');
-    const pids = this.dir('pids');
-    const [oom, pev] = await Promise.all([
-      mem ? readText(join(mem, 'memory.oom_control')) : undefined,
-      pids ? readText(join(pids, 'pids.events')) : undefined,
-    ]);
-    // memory.oom_control has an oom_kill counter since Linux 4.13.
-    return { oomKills: parseKeyed(oom).get('oom_kill') ?? 0, pidsLimitHits: parseKeyed(pev).get('max') ?? 0 };
+  limitEvents(): Promise<LimitEvents> {
+    return readLimitEvents({ memory: this.dir('memory'), pids: this.dir('pids') });
   }
 
-  async usage(): Promise<CgroupUsage> {
-    const mem = this.dir('memory');
-    const peak = mem ? await readNumber(join(mem, 'memory.max_usage_in_bytes')) : undefined;
-    let userCpuMs = 0;
-    let systemCpuMs = 0;
-    if (this.unified) {
-      const stat = parseKeyed(await readText(join(this.unified, 'cpu.stat')));
-      userCpuMs = Math.round((stat.get('user_usec') ?? 0) / 1000);
-      systemCpuMs = Math.round((stat.get('system_usec') ?? 0) / 1000);
-    } else {
-      const acct = this.dir('cpuacct');
-      if (acct) {
-        const u = await readNumber(join(acct, 'cpuacct.usage_user'));
-        const s = await readNumber(join(acct, 'cpuacct.usage_sys'));
-        if (u !== undefined && s !== undefined) {
-          userCpuMs = Math.round(u / 1e6);
-          systemCpuMs = Math.round(s / 1e6);
-        } else {
-          // USER_HZ ticks (100 on every mainstream architecture).
-          const stat = parseKeyed(await readText(join(acct, 'cpuacct.stat')));
-          userCpuMs = (stat.get('user') ?? 0) * 10;
-          systemCpuMs = (stat.get('system') ?? 0) * 10;
-        }
-      }
-    }
-    return { userCpuMs, systemCpuMs, memoryPeakBytes: peak };
+  usage(): Promise<CgroupUsage> {
+    return readUsage({ memory: this.dir('memory'), cpuacct: this.dir('cpuacct'), unified: this.unified });
   }
 
   async kill(): Promise<void> {

@@ -20,147 +20,25 @@
 // still serves exactly one action. Runs with a variation (verification), or whose exec root
 // cannot be renamed (another filesystem, a FUSE mount), create their own container on the spot.
 
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, existsSync } from 'node:fs';
-import { lchown, mkdir, open, readdir, realpath, rename, rm } from 'node:fs/promises';
-import { hostname as osHostname, tmpdir } from 'node:os';
-import { isAbsolute, join, posix } from 'node:path';
-import { promisify } from 'node:util';
-
-import Docker from 'dockerode';
+import { open, rm } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 
 import { failedPrecondition } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../../execution/runner.ts';
+import { ContainerPool, moveEntries, type Slot, type SlotConfig } from './container-pool.ts';
+import { DockerEngine, type DockerReady, type DockerRunnerOptions } from './docker-engine.ts';
+import { AttachDemux, CONTAINER_IMAGE, parseImage, SCRIPT_FIFO, STATUS_NO_WORKDIR, wrapperScript } from './docker-support.ts';
 import { chownDirs } from './exec-root-ownership.ts';
-import {
-  AttachDemux,
-  CONTAINER_IMAGE,
-  CONTROL_DIR,
-  ContainerCgroup,
-  HELPER,
-  SCRIPT_FIFO,
-  STATUS_NO_WORKDIR,
-  WRAPPER_COMMAND,
-  importHint,
-  isStaticElf,
-  parseImage,
-  processStartTime,
-  wrapperScript,
-} from './docker-support.ts';
+import { checkSpec, fileSizeFailure, isFailure, limitFailure, LIMIT_POLL_MS, Watchdog } from './supervision.ts';
 
 export { CONTAINER_IMAGE, parseImage } from './docker-support.ts';
-
-export interface DockerRunnerOptions {
-  /** Engine: unix:///path, tcp://host:port or a socket path; default $DOCKER_HOST, else /var/run/docker.sock. */
-  host?: string;
-  /** A client to use instead of `host`. */
-  docker?: Docker;
-  /** uid/gid actions run as unless a variation sets one; default 65534 (nobody). */
-  uid?: number;
-  gid?: number;
-  /** Static busybox bind-mounted as the in-container wrapper; default the first static one of /bin/busybox, /usr/bin/busybox. */
-  helper?: string;
-  /**
-   * Control FIFOs and warm containers' exec-root directories; exclusively this runner's (emptied
-   * at start). Warm containers are used only when exec roots are on the same filesystem.
-   * Default: a fresh directory under the system temp dir.
-   */
-  stateDir?: string;
-  /** Started containers kept ready per image and limits; default 2; 0 creates every container on demand. */
-  warmContainers?: number;
-  /** Warm containers of an image and limits unused this long are removed; default 10 minutes. */
-  warmIdleMs?: number;
-  /** Hostname inside containers unless the variation sets one; default 'localhost'. */
-  defaultHostname?: string;
-  /** Size of the tmpfs /tmp; default the memory limit, or 1 GiB without one. */
-  tmpfsBytes?: number;
-  /** Name of the worker, recorded in the containers' labels. */
-  workerName?: string;
-  logger?: Logger;
-}
-
-export interface DockerReady {
-  engine: string;
-  apiVersion: string;
-  storageDriver: string;
-  /** Containers of dead predecessors removed at start. */
-  swept: number;
-}
-
-/** Labels every container of this runner carries. */
-export const LABEL_RUNNER = 'reapi.runner';
-export const LABEL_HOST = 'reapi.host';
-export const LABEL_PID = 'reapi.pid';
-export const LABEL_PID_START = 'reapi.pid-start';
-export const LABEL_INSTANCE = 'reapi.instance';
-export const LABEL_WORKER = 'reapi.worker';
+export { LABEL_HOST, LABEL_INSTANCE, LABEL_PID, LABEL_PID_START, LABEL_RUNNER, LABEL_WORKER, dockerOptions, type DockerReady, type DockerRunnerOptions } from './docker-engine.ts';
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-const HELPER_CANDIDATES = ['/bin/busybox', '/usr/bin/busybox'];
-const LIMIT_POLL_MS = 50;
 /** How long creating and starting a container may take before the run fails as a sandbox error. */
 const SETUP_TIMEOUT_MS = 60_000;
-/** Image lookups are cached this long (an image re-imported under the same tag is seen after it). */
-const IMAGE_CACHE_MS = 10_000;
-
-/** unix:///p, tcp://h:p, http(s)://h:p or a path -> dockerode options. */
-export function dockerOptions(host: string | undefined): Docker.DockerOptions {
-  const h = host ?? process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock';
-  if (h.startsWith('unix://')) return { socketPath: h.slice('unix://'.length) };
-  if (h.startsWith('/')) return { socketPath: h };
-  const m = /^(tcp|http|https):\/\/([^:/]+)(?::(\d+))?\/?$/.exec(h);
-  if (!m) throw new Error(`unsupported Docker host "${h}" (use unix:///path or tcp://host:port)`);
-  return { protocol: m[1] === 'https' ? 'https' : 'http', host: m[2]!, port: Number(m[3] ?? (m[1] === 'https' ? 2376 : 2375)) };
-}
-
-/** What a container is created with; runs with equal keys can share warm containers. */
-interface SlotConfig {
-  image: string;
-  imageId: string;
-  mount: string;
-  hostname: string;
-  uid: number;
-  gid: number;
-  memoryBytes: number;
-  maxProcesses: number;
-  maxFileBytes: number;
-  cpus: number;
-}
-
-interface Slot {
-  name: string;
-  container: Docker.Container;
-  /** stateDir/<name>: ctl/ (the FIFO) and, for warm containers, root/ (bind-mounted exec root). */
-  dir: string;
-  /** Warm containers: the bind-mounted directory the exec root's entries are moved into. */
-  root?: string;
-  cgroup?: ContainerCgroup;
-  /** The container's init (the wrapper), as the host sees it. */
-  pid?: number;
-}
-
-interface Pool {
-  config: SlotConfig;
-  ready: Slot[];
-  creating: number;
-  lastUsed: number;
-}
-
-interface ImageInfo {
-  id: string;
-  env: Record<string, string>;
-  at: number;
-}
-
-function formatSeconds(ms: number): string {
-  return String(Number((ms / 1000).toFixed(3)));
-}
-
-function formatMiB(bytes: number): string {
-  return String(Number((bytes / 2 ** 20).toFixed(1)));
-}
 
 /** `unref`: a timer that does not keep the process alive (a bound on a wait, not a delay). */
 const sleep = (ms: number, unref = false) =>
@@ -169,77 +47,21 @@ const sleep = (ms: number, unref = false) =>
     if (unref) t.unref();
   });
 
-
-/** Renames every entry of `from` into `to`; on failure puts back what it moved and rethrows. */
-async function moveEntries(from: string, to: string): Promise<void> {
-  const moved: string[] = [];
-  try {
-    for (const name of await readdir(from)) {
-      await rename(join(from, name), join(to, name));
-      moved.push(name);
-    }
-  } catch (e) {
-    for (const name of moved.reverse()) await rename(join(to, name), join(from, name)).catch(() => {});
-    throw e;
-  }
-}
-
-function isNotFound(e: unknown): boolean {
-  return (e as { statusCode?: number }).statusCode === 404;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
-
-export class DockerRunner {
+export class DockerRunner implements Runner {
   readonly name = 'docker';
-  readonly docker: Docker;
-  private readonly opts: {
-    uid: number;
-    gid: number;
-    warm: number;
-    warmIdleMs: number;
-    defaultHostname: string;
-    tmpfsBytes?: number;
-    workerName: string;
-    helper?: string;
-  };
-  /** This runner's label value of LABEL_INSTANCE. */
-  readonly instance = randomBytes(4).toString('hex');
-  private readonly stateDir: string;
-  private readonly ownsStateDir: boolean;
-  private readonly logger: Logger | undefined;
-  private readonly images = new Map<string, Promise<ImageInfo>>();
-  private readonly pools = new Map<string, Pool>();
-  private readonly pending = new Set<Promise<unknown>>();
-  private prepared: Promise<{ ready: DockerReady; helper: string; labels: Record<string, string> }> | undefined;
-  private idleTimer: NodeJS.Timeout | undefined;
-  private seq = 0;
+  private readonly engine: DockerEngine;
+  private readonly pool: ContainerPool;
+  private readonly opts: { uid: number; gid: number; defaultHostname: string };
   private disposed = false;
-  /** Runs that took a warm container / created their own; for tests and the benchmark. */
-  readonly counts = { warm: 0, cold: 0 };
 
   constructor(options: DockerRunnerOptions = {}) {
-    this.docker = options.docker ?? new Docker(dockerOptions(options.host));
-    this.opts = {
-      uid: options.uid ?? 65534,
-      gid: options.gid ?? 65534,
-      warm: options.warmContainers ?? 2,
-      warmIdleMs: options.warmIdleMs ?? 10 * 60_000,
-      defaultHostname: options.defaultHostname ?? 'localhost',
-      workerName: options.workerName ?? `${osHostname()}:${process.pid}`,
-      ...(options.tmpfsBytes !== undefined ? { tmpfsBytes: options.tmpfsBytes } : {}),
-      ...(options.helper !== undefined ? { helper: options.helper } : {}),
-    };
-    this.ownsStateDir = options.stateDir === undefined;
-    this.stateDir = options.stateDir ?? join(tmpdir(), `reapi-docker-${process.pid}-${this.instance}`);
-    this.logger = options.logger;
+    this.engine = new DockerEngine(options, options.logger);
+    this.pool = new ContainerPool(
+      this.engine,
+      { warm: options.warmContainers ?? 2, warmIdleMs: options.warmIdleMs ?? 10 * 60_000, ...(options.tmpfsBytes !== undefined ? { tmpfsBytes: options.tmpfsBytes } : {}) },
+      options.logger,
+    );
+    this.opts = { uid: options.uid ?? 65534, gid: options.gid ?? 65534, defaultHostname: options.defaultHostname ?? 'localhost' };
   }
 
   /**
@@ -247,310 +69,69 @@ export class DockerRunner {
    * Called lazily by run(); call it at worker start to fail fast (and to advertise containers only
    * when the engine answers).
    */
-  ready(): Promise<DockerReady> {
-    this.prepared ??= this.prepare();
-    return this.prepared.then((p) => p.ready);
+  async ready(): Promise<DockerReady> {
+    return (await this.engine.prepare()).ready;
   }
 
-  private async prepare() {
-    const [version, info] = await Promise.all([this.docker.version(), this.docker.info() as Promise<{ Driver?: string }>]);
-    let helper = this.opts.helper;
-    if (helper === undefined) {
-      for (const c of HELPER_CANDIDATES) {
-        if (await isStaticElf(c)) {
-          helper = await realpath(c);
-          break;
-        }
-      }
-      if (!helper) throw new Error(`docker runner needs a static busybox on the host (${HELPER_CANDIDATES.join(' or ')}; apt-get install busybox-static)`);
-    } else if (!(await isStaticElf(helper))) {
-      throw new Error(`docker runner helper ${helper} is not a static executable`);
-    }
-    const labels = {
-      [LABEL_RUNNER]: 'docker',
-      [LABEL_HOST]: osHostname(),
-      [LABEL_PID]: String(process.pid),
-      [LABEL_PID_START]: (await processStartTime(process.pid)) ?? '',
-      [LABEL_INSTANCE]: this.instance,
-      [LABEL_WORKER]: this.opts.workerName,
-    };
-    const swept = await this.sweep(labels);
-    if (!this.ownsStateDir) await rm(this.stateDir, { recursive: true, force: true });
-    await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
-    this.idleTimer = setInterval(() => this.expireIdlePools(), Math.min(60_000, this.opts.warmIdleMs));
-    this.idleTimer.unref();
-    const ready: DockerReady = {
-      engine: version.Version,
-      apiVersion: version.ApiVersion,
-      storageDriver: info.Driver ?? '?',
-      swept,
-    };
-    this.logger?.info({ ...ready, helper, stateDir: this.stateDir }, 'docker runner ready');
-    return { ready, helper, labels };
+  get docker() {
+    return this.engine.docker;
   }
 
-  /**
-   * Removes containers (running or not) left on this engine by a reapi worker process of this
-   * host that is gone; also the temp state dirs of such runners. Live workers' are kept.
-   */
-  private async sweep(own: Record<string, string>): Promise<number> {
-    const list = await this.docker.listContainers({
-      all: true,
-      filters: JSON.stringify({ label: [`${LABEL_RUNNER}=docker`, `${LABEL_HOST}=${own[LABEL_HOST]}`] }),
-    });
-    let removed = 0;
-    for (const c of list) {
-      const pid = Number(c.Labels[LABEL_PID]);
-      const start = c.Labels[LABEL_PID_START] ?? '';
-      if (Number.isInteger(pid) && pid > 0 && pidAlive(pid) && (await processStartTime(pid)) === start) continue;
-      try {
-        await this.docker.getContainer(c.Id).remove({ force: true, v: true });
-        removed++;
-      } catch (e) {
-        if (!isNotFound(e)) this.logger?.warn({ err: e, container: c.Names[0] }, 'could not remove a stale container');
-      }
-    }
-    if (removed) this.logger?.info({ removed }, 'removed containers left by a worker that is gone');
-    // Default state dirs of dead runners: reapi-docker-<pid>-<instance>.
-    for (const name of await readdir(tmpdir()).catch(() => [] as string[])) {
-      const m = /^reapi-docker-(\d+)-[0-9a-f]{8}$/.exec(name);
-      if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) await rm(join(tmpdir(), name), { recursive: true, force: true }).catch(() => {});
-    }
-    return removed;
+  /** This runner's label value of LABEL_INSTANCE. */
+  get instance(): string {
+    return this.engine.instance;
   }
 
-  /** A Runner for actions in `image` (the platform's container-image value). */
-  forImage(image: string): Runner {
-    return { name: this.name, run: (spec, signal) => this.run(image, spec, signal) };
+  /** Runs that took a warm container / created their own; for tests and the benchmark. */
+  get counts(): { warm: number; cold: number } {
+    return this.pool.counts;
   }
 
   /** Warm containers started and waiting for an action, over all images and limits. */
   get warmReady(): number {
-    let n = 0;
-    for (const pool of this.pools.values()) n += pool.ready.length;
-    return n;
+    return this.pool.warmReady;
+  }
+
+  /** A Runner for actions in `image` whatever their platform says (tests, benchmarks). */
+  forImage(image: string): Runner {
+    return { name: this.name, run: (spec, signal) => this.run({ ...spec, platform: { ...spec.platform, [CONTAINER_IMAGE]: image } }, signal) };
   }
 
   /** Waits until every container removal started so far has finished. */
-  async settled(): Promise<void> {
-    while (this.pending.size) await Promise.allSettled([...this.pending]);
+  settled(): Promise<void> {
+    return this.pool.settled();
   }
 
   /** Removes warm containers and waits for pending removals; the runner cannot be used after. */
   async dispose(): Promise<void> {
     this.disposed = true;
-    if (this.idleTimer) clearInterval(this.idleTimer);
-    for (const pool of this.pools.values()) for (const slot of pool.ready.splice(0)) this.discard(slot);
-    await this.settled();
-    if (this.prepared) await rm(this.stateDir, { recursive: true, force: true }).catch(() => {});
+    await this.pool.dispose();
+    if (this.engine.started) await rm(this.engine.stateDir, { recursive: true, force: true }).catch(() => {});
   }
 
-  private track<T>(p: Promise<T>): Promise<T> {
-    this.pending.add(p);
-    void p.finally(() => this.pending.delete(p)).catch(() => {});
-    return p;
-  }
-
-  /** Removes a container (killing it) and its state directory, in the background. */
-  private discard(slot: Slot): void {
-    void this.track(
-      (async () => {
-        try {
-          await slot.container.remove({ force: true, v: true });
-        } catch (e) {
-          if (!isNotFound(e)) this.logger?.warn({ err: e, container: slot.name }, 'could not remove container');
-        }
-        await rm(slot.dir, { recursive: true, force: true }).catch(() => {});
-      })(),
-    );
-  }
-
-  private expireIdlePools(): void {
-    const now = Date.now();
-    for (const [key, pool] of this.pools) {
-      if (now - pool.lastUsed < this.opts.warmIdleMs || pool.creating > 0) continue;
-      for (const slot of pool.ready.splice(0)) this.discard(slot);
-      this.pools.delete(key);
-    }
-  }
-
-  /** The image's id and environment; FAILED_PRECONDITION when the engine does not have it. */
-  private image(ref: string, display: string): Promise<ImageInfo> {
-    const cached = this.images.get(ref);
-    if (cached) {
-      return cached.then((info) => {
-        if (Date.now() - info.at < IMAGE_CACHE_MS) return info;
-        this.images.delete(ref);
-        return this.image(ref, display);
-      });
-    }
-    const p = (async (): Promise<ImageInfo> => {
-      let inspect: { Id: string; Config?: { Env?: string[] | null } };
-      try {
-        inspect = (await this.docker.getImage(ref).inspect()) as typeof inspect;
-      } catch (e) {
-        if (isNotFound(e)) throw this.missingImage(ref, display);
-        throw e;
-      }
-      const env: Record<string, string> = {};
-      for (const kv of inspect.Config?.Env ?? []) {
-        const i = kv.indexOf('=');
-        if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
-      }
-      return { id: inspect.Id, env, at: Date.now() };
-    })();
-    this.images.set(ref, p);
-    p.catch(() => this.images.delete(ref));
-    return p;
-  }
-
-  private missingImage(ref: string, display: string) {
-    return failedPrecondition(
-      `container image "${ref}" (${CONTAINER_IMAGE}=${display}) is not present in the Docker engine of worker ${this.opts.workerName}, ` +
-        `and images are never pulled: import it there first, e.g. \`${importHint(ref)}\``,
-    );
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Containers
-
-  private async createSlot(config: SlotConfig, warm: boolean, execRoot?: string): Promise<Slot> {
-    const p = await this.prepared!;
-    const name = `reapi-${process.pid}-${this.instance}-${++this.seq}`;
-    const dir = join(this.stateDir, name);
-    const ctl = join(dir, 'ctl');
-    await mkdir(ctl, { recursive: true, mode: 0o755 });
-    await promisify(execFile)('mkfifo', ['-m', '0644', join(ctl, SCRIPT_FIFO)]);
-    let root: string | undefined;
-    if (warm) {
-      root = join(dir, 'root');
-      await mkdir(root, { mode: 0o755 });
-      await lchown(root, config.uid, config.gid);
-    }
-    const tmpfs = this.opts.tmpfsBytes ?? (config.memoryBytes > 0 ? config.memoryBytes : 1024 ** 3);
-    const host: Docker.HostConfig = {
-      NetworkMode: 'none',
-      // Mounts rather than Binds: paths may contain ':' or ','.
-      Mounts: [
-        { Type: 'bind', Source: p.helper, Target: HELPER, ReadOnly: true },
-        { Type: 'bind', Source: ctl, Target: CONTROL_DIR, ReadOnly: true },
-        { Type: 'bind', Source: root ?? execRoot!, Target: config.mount, ReadOnly: false },
-      ],
-      ReadonlyRootfs: true,
-      Tmpfs: { '/tmp': `rw,nosuid,nodev,exec,size=${tmpfs},mode=1777` },
-      CapDrop: ['ALL'],
-      SecurityOpt: ['no-new-privileges'],
-      IpcMode: 'private',
-      LogConfig: { Type: 'none', Config: {} },
-    };
-    if (config.memoryBytes > 0) {
-      host.Memory = config.memoryBytes;
-      host.MemorySwap = config.memoryBytes;
-    }
-    // One more process than the action's own: the wrapper.
-    if (config.maxProcesses > 0) host.PidsLimit = config.maxProcesses + 1;
-    if (config.maxFileBytes > 0) host.Ulimits = [{ Name: 'fsize', Soft: config.maxFileBytes, Hard: config.maxFileBytes }];
-    if (config.cpus > 0) host.CpusetCpus = Array.from({ length: config.cpus }, (_, i) => i).join(',');
-    let container: Docker.Container;
-    try {
-      container = await this.docker.createContainer({
-        name,
-        Image: config.imageId,
-        Entrypoint: [HELPER],
-        Cmd: WRAPPER_COMMAND,
-        User: `${config.uid}:${config.gid}`,
-        Hostname: config.hostname,
-        WorkingDir: '/',
-        Env: [],
-        Labels: { ...p.labels, 'reapi.image': config.image },
-        AttachStdin: false,
-        AttachStdout: false,
-        AttachStderr: false,
-        OpenStdin: false,
-        Tty: false,
-        // Nothing to shut down gracefully: an engine stopping kills it at once.
-        StopSignal: 'SIGKILL',
-        StopTimeout: 1,
-        HostConfig: host,
-      });
-    } catch (e) {
-      await rm(dir, { recursive: true, force: true }).catch(() => {});
-      throw e;
-    }
-    const slot: Slot = { name, container, dir, ...(root ? { root } : {}) };
-    return slot;
-  }
-
-  /** Starts a created container and finds its cgroup (for limits and accounting). */
-  private async startSlot(slot: Slot): Promise<void> {
-    await slot.container.start();
-    try {
-      const info = (await slot.container.inspect()) as { State?: { Pid?: number } };
-      const pid = info.State?.Pid;
-      if (pid) {
-        slot.pid = pid;
-        const cg = await ContainerCgroup.forPid(pid);
-        if (cg) slot.cgroup = cg;
-      }
-    } catch {
-      // Accounting and early limit detection are best effort.
-    }
-  }
-
-  private fill(key: string): void {
-    const pool = this.pools.get(key);
-    if (!pool || this.disposed) return;
-    while (pool.ready.length + pool.creating < this.opts.warm) {
-      pool.creating++;
-      void this.track(
-        (async () => {
-          let slot: Slot | undefined;
-          try {
-            slot = await this.createSlot(pool.config, true);
-            await this.startSlot(slot);
-            if (this.disposed || this.pools.get(key) !== pool) this.discard(slot);
-            else pool.ready.push(slot);
-          } catch (e) {
-            if (slot) this.discard(slot);
-            this.logger?.warn({ err: e, image: pool.config.image }, 'could not prepare a warm container');
-          } finally {
-            pool.creating--;
-          }
-        })(),
-      );
-    }
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Running
-
-  async run(imageValue: string, spec: RunSpec, signal: AbortSignal): Promise<RunOutcome> {
+  /** Runs the action in the image its platform names (`container-image`). */
+  async run(spec: RunSpec, signal: AbortSignal): Promise<RunOutcome> {
     const startedAt = new Date();
     const fail = (failure: RunFailure, exitCode = -1): RunOutcome => failedRun(failure, startedAt, exitCode);
+    const imageValue = spec.platform?.[CONTAINER_IMAGE];
+    if (imageValue === undefined) throw failedPrecondition(`a Docker run needs the platform property ${CONTAINER_IMAGE}`);
     if (signal.aborted) return fail({ kind: 'cancelled', message: 'action cancelled before it started' });
     const ref = parseImage(imageValue);
     if (!ref) throw failedPrecondition(`${CONTAINER_IMAGE}="${imageValue}" is not a Docker image reference (expected docker://NAME:TAG)`);
 
     const v: Variation = spec.variation ?? {};
-    const mount = v.execRootMount ?? '/work';
-    const wd = posix.normalize(spec.workingDirectory === '' ? '.' : spec.workingDirectory);
-    if (!isAbsolute(mount) || mount === '/' || mount.startsWith('/.reapi')) {
-      return fail({ kind: 'sandbox-error', message: `execRootMount not usable: ${mount}` });
-    }
-    if (posix.isAbsolute(wd) || wd === '..' || wd.startsWith('../')) {
-      return fail({ kind: 'sandbox-error', message: `working directory escapes the exec root: ${spec.workingDirectory}` });
-    }
-    if (spec.argv.length === 0) return fail({ kind: 'sandbox-error', message: 'empty argv' });
+    const paths = checkSpec(spec, (m) => m === '/' || m.startsWith('/.reapi'));
+    if (isFailure(paths)) return fail(paths);
+    const { mount, workingDirectory: wd } = paths;
 
     try {
-      this.prepared ??= this.prepare();
-      await this.prepared;
+      await this.engine.prepare();
     } catch (e) {
       return fail({ kind: 'sandbox-error', message: `docker runner setup failed: ${(e as Error).message}` });
     }
     if (this.disposed) return fail({ kind: 'sandbox-error', message: 'docker runner disposed' });
     // Not present: the client's problem (FAILED_PRECONDITION), thrown to the executor.
-    const image = await this.image(ref, imageValue);
+    const image = await this.engine.image(ref, imageValue);
 
     const config: SlotConfig = {
       image: ref,
@@ -577,34 +158,12 @@ export class DockerRunner {
     try {
       if (process.getuid?.() === 0) await chownDirs(spec.execRoot, config.uid, config.gid);
       // Warm containers serve runs without a variation; other runs create their own.
-      if (spec.variation === undefined && this.opts.warm > 0) {
-        const key = JSON.stringify(config);
-        let pool = this.pools.get(key);
-        if (!pool) {
-          pool = { config, ready: [], creating: 0, lastUsed: 0 };
-          this.pools.set(key, pool);
-        }
-        pool.lastUsed = Date.now();
-        const taken = pool.ready.shift();
-        this.fill(key);
-        if (taken?.root) {
-          try {
-            await moveEntries(spec.execRoot, taken.root);
-            slot = taken;
-            moved = true;
-            this.counts.warm++;
-          } catch {
-            // Another filesystem or a mount point: this run needs a container of its own, and
-            // the untouched warm container goes back.
-            pool.ready.unshift(taken);
-          }
-        }
+      if (spec.variation === undefined) {
+        slot = await this.pool.take(config, spec.execRoot);
+        moved = slot !== undefined;
       }
       const cold = !slot;
-      if (!slot) {
-        this.counts.cold++;
-        slot = await this.createSlot(config, false, spec.execRoot);
-      }
+      slot ??= await this.pool.create(config, spec.execRoot);
       try {
         return await this.execute(spec, signal, slot, script, cold, startedAt);
       } catch (e) {
@@ -618,12 +177,12 @@ export class DockerRunner {
       }
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode === 404 && /image/i.test((e as Error).message)) {
-        this.images.delete(ref);
-        throw this.missingImage(ref, imageValue);
+        this.engine.forgetImage(ref);
+        throw this.engine.missingImage(ref, imageValue);
       }
       return fail({ kind: 'sandbox-error', message: `container setup failed: ${(e as Error).message}` });
     } finally {
-      if (slot) this.discard(slot);
+      if (slot) this.pool.discard(slot);
     }
   }
 
@@ -694,71 +253,46 @@ export class DockerRunner {
       stream.on('error', () => resolve());
     });
     const setupDeadline = Date.now() + SETUP_TIMEOUT_MS;
-    if (cold) await this.startSlot(slot);
+    if (cold) await this.pool.start(slot);
 
-    let killedFor: RunFailure | undefined;
-    const kill = (failure: RunFailure) => {
-      if (killedFor) return;
-      killedFor = failure;
-      slot.container.kill({ signal: 'SIGKILL' }).catch(() => {});
-    };
-    const timers: NodeJS.Timeout[] = [];
-    const onAbort = () => kill({ kind: 'cancelled', message: 'action cancelled' });
+    const cg = slot.cgroup;
+    const watchdog = new Watchdog({
+      spec,
+      signal,
+      kill: () => void slot.container.kill({ signal: 'SIGKILL' }).catch(() => {}),
+      ...(cg ? { limitEvents: () => cg.limitEvents() } : {}),
+      over: () => demux.complete,
+    });
     try {
-      signal.addEventListener('abort', onAbort, { once: true });
-      if (signal.aborted) onAbort();
-      if (!killedFor) await this.deliver(slot, script.text, setupDeadline);
-      if (spec.timeoutMs > 0) {
-        timers.push(setTimeout(() => kill({ kind: 'timeout', message: `action timed out after ${formatSeconds(spec.timeoutMs)} s` }), spec.timeoutMs));
-      }
-      const cg = slot.cgroup;
-      const limitFailure = (ev: { oomKills: number; pidsLimitHits: number }): RunFailure | undefined => {
-        if (ev.oomKills > 0) return { kind: 'memory-limit', message: `memory limit of ${formatMiB(spec.limits.memoryBytes)} MiB exceeded` };
-        if (ev.pidsLimitHits > 0) return { kind: 'process-limit', message: `process limit of ${spec.limits.maxProcesses} reached` };
-        return undefined;
-      };
-      if (cg && (spec.limits.memoryBytes > 0 || spec.limits.maxProcesses > 0)) {
-        let polling = false;
-        timers.push(
-          setInterval(() => {
-            if (polling || killedFor || demux.complete) return;
-            polling = true;
-            cg.limitEvents()
-              .then((ev) => {
-                const f = limitFailure(ev);
-                if (f && !demux.complete) kill(f);
-              })
-              .catch(() => {})
-              .finally(() => (polling = false));
-          }, LIMIT_POLL_MS),
-        );
-      }
+      if (!watchdog.killedFor) await this.deliver(slot, script.text, setupDeadline);
+      watchdog.startClock();
 
       // The end: both markers (the wrapper saw the action and everything it started end), or
       // the attach stream ending (the container was killed or died). Markers are checked against
       // the container's cgroup, never trusted: an action can print them itself.
       await Promise.race([demux.markers(), streamEnded]);
-      if (demux.complete && !killedFor && !(await this.onlyWrapperLeft(slot, streamEnded))) {
+      if (demux.complete && !watchdog.killedFor && !(await this.onlyWrapperLeft(slot, streamEnded))) {
         // No cgroup to check: stop the container, so that nothing of the action can still run
         // when its outputs are collected.
         await slot.container.kill({ signal: 'SIGKILL' }).catch(() => {});
         await Promise.race([slot.container.wait().catch(() => {}), sleep(10_000, true)]);
       }
-      for (const t of timers) clearTimeout(t);
+      watchdog.stop();
       const completedAt = new Date();
       const usage = { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 };
       let exitCode: number;
+      const killedFor = watchdog.killedFor;
       let failure: RunFailure | undefined = killedFor;
       if (demux.complete && !killedFor) {
         exitCode = demux.status!;
         stream.destroy?.();
         if (cg) {
           try {
-            const st = await cg.stats();
-            usage.userCpuMs = st.userCpuMs;
-            usage.systemCpuMs = st.systemCpuMs;
-            usage.maxRssBytes = st.maxRssBytes;
-            if (exitCode !== 0) failure = limitFailure(st);
+            const [ev, u] = await Promise.all([cg.limitEvents(), cg.usage()]);
+            usage.userCpuMs = u.userCpuMs;
+            usage.systemCpuMs = u.systemCpuMs;
+            usage.maxRssBytes = u.memoryPeakBytes ?? 0;
+            if (exitCode !== 0) failure = limitFailure(ev, spec.limits);
           } catch {
             // Accounting is best effort.
           }
@@ -777,14 +311,13 @@ export class DockerRunner {
         exitCode = killedFor ? 137 : (info?.StatusCode ?? -1);
         if (!failure) {
           const state = ((await slot.container.inspect().catch(() => undefined)) as { State?: { OOMKilled?: boolean } } | undefined)?.State;
-          failure = state?.OOMKilled
-            ? { kind: 'memory-limit', message: `memory limit of ${formatMiB(spec.limits.memoryBytes)} MiB exceeded` }
-            : { kind: 'sandbox-error', message: `the container ended unexpectedly (exit ${exitCode})` };
+          failure = (state?.OOMKilled ? limitFailure({ oomKills: 1, pidsLimitHits: 0 }, spec.limits) : undefined) ?? {
+            kind: 'sandbox-error',
+            message: `the container ended unexpectedly (exit ${exitCode})`,
+          };
         }
       }
-      if (!failure && spec.limits.maxFileBytes > 0 && exitCode === 128 + 25) {
-        failure = { kind: 'file-size-limit', message: `file size limit of ${spec.limits.maxFileBytes} bytes exceeded` };
-      }
+      failure ??= fileSizeFailure(exitCode, spec.limits);
       const outcome: RunOutcome = {
         exitCode,
         stdout: demux.stdout.out.toBuffer(),
@@ -797,8 +330,7 @@ export class DockerRunner {
       if (failure) outcome.failure = failure;
       return outcome;
     } finally {
-      for (const t of timers) clearTimeout(t);
-      signal.removeEventListener('abort', onAbort);
+      watchdog.stop();
       stream.destroy?.();
     }
   }
@@ -806,27 +338,6 @@ export class DockerRunner {
 
 // ---------------------------------------------------------------------------------------------
 // Worker wiring
-
-/** The image a job asks for, when its platform names one. */
-export function containerImageOf(platform: Record<string, string>): string | undefined {
-  return platform[CONTAINER_IMAGE];
-}
-
-/**
- * Chooses the runner of each job: jobs whose platform has `container-image` run in Docker (or
- * fail with FAILED_PRECONDITION when this worker has no engine), all others on `fallback`.
- */
-export function runnerSelector(fallback: Runner, docker: DockerRunner | undefined): (platform: Record<string, string>) => Runner {
-  const noEngine: Runner = {
-    name: 'docker',
-    run: () => Promise.reject(failedPrecondition(`this worker has no Docker engine, so it cannot run ${CONTAINER_IMAGE} actions (start one: scripts/docker/start-dockerd.sh)`)),
-  };
-  return (platform) => {
-    const image = containerImageOf(platform);
-    if (image === undefined) return fallback;
-    return docker ? docker.forImage(image) : noEngine;
-  };
-}
 
 export interface DockerWorkerSettings {
   enabled: boolean | 'auto';

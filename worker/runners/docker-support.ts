@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { readLimitEvents, readText, readUsage, type CgroupDirs, type CgroupUsage, type LimitEvents } from './cgroup-files.ts';
 import { CappedOutput } from './output-buffer.ts';
 
 /** The platform property naming the image an action runs in. */
@@ -267,34 +268,6 @@ export class AttachDemux {
 // ---------------------------------------------------------------------------------------------
 // The container's cgroup, read from the host
 
-export interface ContainerCgroupStats {
-  oomKills: number;
-  pidsLimitHits: number;
-  userCpuMs: number;
-  systemCpuMs: number;
-  maxRssBytes: number;
-}
-
-async function readText(p: string): Promise<string | undefined> {
-  try {
-    return await readFile(p, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
-function keyed(text: string | undefined, key: string): number | undefined {
-  if (text === undefined) return undefined;
-  const m = new RegExp(`^${key}\\s+(\\d+)`, 'm').exec(text);
-  return m ? Number(m[1]) : undefined;
-}
-
-async function readNumber(p: string): Promise<number | undefined> {
-  const t = await readText(p);
-  const n = t === undefined ? NaN : Number(t.trim());
-  return Number.isFinite(n) ? n : undefined;
-}
-
 let mountsCache: Promise<{ v1: Map<string, string>; v2: string | undefined }> | undefined;
 
 /** cgroup mount points: v1 controller -> mount, and the v2 mount. */
@@ -361,34 +334,15 @@ export class ContainerCgroup {
     return text.split('\n').filter((l) => l.trim() !== '' && Number(l) !== pid).length;
   }
 
-  async limitEvents(): Promise<{ oomKills: number; pidsLimitHits: number }> {
-    if (this.v2) {
-      const [mem, pids] = await Promise.all([readText(join(this.v2, 'memory.events')), readText(join(this.v2, 'pids.events'))]);
-      return { oomKills: keyed(mem, 'oom_kill') ?? 0, pidsLimitHits: keyed(pids, 'max') ?? 0 };
-    }
-    const [oom, pev] = await Promise.all([
-      this.memory ? readText(join(this.memory, 'memory.oom_control')) : undefined,
-      this.pids ? readText(join(this.pids, 'pids.events')) : undefined,
-    ]);
-    return { oomKills: keyed(oom, 'oom_kill') ?? 0, pidsLimitHits: keyed(pev, 'max') ?? 0 };
+  limitEvents(): Promise<LimitEvents> {
+    return readLimitEvents(this.dirs());
   }
 
-  async stats(): Promise<ContainerCgroupStats> {
-    const ev = await this.limitEvents();
-    if (this.v2) {
-      const [cpu, peak] = await Promise.all([readText(join(this.v2, 'cpu.stat')), readNumber(join(this.v2, 'memory.peak'))]);
-      return {
-        ...ev,
-        userCpuMs: Math.round((keyed(cpu, 'user_usec') ?? 0) / 1000),
-        systemCpuMs: Math.round((keyed(cpu, 'system_usec') ?? 0) / 1000),
-        maxRssBytes: peak ?? 0,
-      };
-    }
-    const [peak, user, sys] = await Promise.all([
-      this.memory ? readNumber(join(this.memory, 'memory.max_usage_in_bytes')) : undefined,
-      this.cpuacct ? readNumber(join(this.cpuacct, 'cpuacct.usage_user')) : undefined,
-      this.cpuacct ? readNumber(join(this.cpuacct, 'cpuacct.usage_sys')) : undefined,
-    ]);
-    return { ...ev, userCpuMs: Math.round((user ?? 0) / 1e6), systemCpuMs: Math.round((sys ?? 0) / 1e6), maxRssBytes: peak ?? 0 };
+  usage(): Promise<CgroupUsage> {
+    return readUsage(this.dirs());
+  }
+
+  private dirs(): CgroupDirs {
+    return this.v2 ? { v2: this.v2 } : { memory: this.memory, pids: this.pids, cpuacct: this.cpuacct };
   }
 }

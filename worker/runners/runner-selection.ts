@@ -1,6 +1,8 @@
-// Which runner runs a job, by its platform: special runtimes first (each claims the jobs whose
-// platform asks for it), then the default selection (bwrap, or Docker for container-image).
+// Which runner runs a job, by its platform, decided here and nowhere else: special runtimes first
+// (each claims the jobs whose platform asks for it: wasm macros, Cargo build scripts), then Docker
+// for a `container-image`, then the sandbox (bwrap).
 import { availableParallelism } from 'node:os';
+import { failedPrecondition } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { PlatformProperties } from '../../execution/job-queue.ts';
 import type { Runner } from '../../execution/runner.ts';
@@ -9,6 +11,7 @@ import { BUILD_SCRIPT_PROPERTY } from '../../execution/build-script.ts';
 import { BuildScriptRunner } from './build-script-runner.ts';
 import { WASM_MACRO_PLATFORM } from '../../execution/wasm-macro.ts';
 import { WasmRunner } from './wasm/wasm-runner.ts';
+import { CONTAINER_IMAGE } from './docker-support.ts';
 
 /** A runner for the jobs whose platform asks for it, and what a worker with it advertises. */
 export interface RuntimeRunner {
@@ -19,9 +22,22 @@ export interface RuntimeRunner {
   dispose(): Promise<void>;
 }
 
-/** `(platform) => Runner`: the first runtime that claims the job, else `fallback`. */
-export function selectRunner(fallback: (platform: PlatformProperties) => Runner, runtimes: readonly RuntimeRunner[]): (platform: PlatformProperties) => Runner {
-  return (platform) => runtimes.find((r) => r.claims(platform))?.runner ?? fallback(platform);
+/**
+ * `(platform) => Runner`: the first runtime that claims the job; else Docker when the platform
+ * names a container image (or a runner that fails with FAILED_PRECONDITION when this worker has
+ * no engine); else the sandbox.
+ */
+export function selectRunner(runners: { sandbox: Runner; docker?: Runner; runtimes: readonly RuntimeRunner[] }): (platform: PlatformProperties) => Runner {
+  const noEngine: Runner = {
+    name: 'docker',
+    run: () => Promise.reject(failedPrecondition(`this worker has no Docker engine, so it cannot run ${CONTAINER_IMAGE} actions (start one: scripts/docker/start-dockerd.sh)`)),
+  };
+  return (platform) => {
+    const runtime = runners.runtimes.find((r) => r.claims(platform));
+    if (runtime) return runtime.runner;
+    if (platform[CONTAINER_IMAGE] !== undefined) return runners.docker ?? noEngine;
+    return runners.sandbox;
+  };
 }
 
 /**
