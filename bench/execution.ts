@@ -1,4 +1,5 @@
-// Execution benchmark: what remote execution costs on top of the sandbox, measured against
+// Execution benchmark (one file: its sections share one scratch setup and print one table): what
+// remote execution costs on top of the sandbox, measured against
 // baselines taken in the same run (spawn('true'), a raw `bwrap --unshare-all ... true`, and the
 // worker's own BwrapRunner called in this process):
 //   1. no-op action latency (Execute to done, skip_cache_lookup) against `reapi serve`, with a

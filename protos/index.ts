@@ -1,5 +1,6 @@
 /**
- * Typed loader for the REAPI v2 protos under protos/.
+ * Typed loader for the REAPI v2 protos under protos/. (Longer than most files: it is the one
+ * table of every message and service type the project uses, kept in one place on purpose.)
  *
  * - `services`: gRPC client constructors (each with `.service`, the
  *   grpc.ServiceDefinition to pass to `server.addService`).

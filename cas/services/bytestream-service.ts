@@ -9,7 +9,7 @@ import { clientStream, limitReadAhead, METHOD_OVERRIDES, serverStream, unary, ty
 import { parseReadResource, parseWriteResource, type BlobResource } from '../../common/resource-name.ts';
 import { ZstdDecoder, ZstdEncoder, ZstdLimitError } from '../../common/zstd.ts';
 import { root, serviceDefinitions, type ByteStreamHandlers, type MessageInput, type MessageOutput } from '../../protos/index.ts';
-import type { BlobChunkReader, BlobStore, BlobWriter } from '../blob-store.ts';
+import type { BlobChunkReader, BlobWriter } from '../blob-store.ts';
 import type { StorageContext } from './storage-context.ts';
 
 /** Largest data chunk sent in one ReadResponse. */

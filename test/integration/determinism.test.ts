@@ -1,4 +1,5 @@
-// Nondeterminism detection against `startServe` (in-process queue, local bwrap worker):
+// Nondeterminism detection against `startServe` (in-process queue, local bwrap worker); one file
+// because its suites share one server and its corpora (starting one costs seconds):
 // - verification (verifyRate 1): a corpus of nondeterministic actions, every one flagged (report
 //   with the right `what`, not cached, metric, warning in ExecuteResponse.message), and a corpus of
 //   deterministic ones run twice 200+ times, none flagged, each cached as verified;

@@ -1,5 +1,6 @@
 // The storage services over real gRPC against startStorageNode: Capabilities, CAS, GetTree,
 // ByteStream (large, ranged, resumable, zstd, bounded memory), ActionCache, persistence, disk full.
+// One file, long, because every suite runs against the same node and clients.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';

@@ -39,7 +39,7 @@ export class VerifyingExecutor implements ActionExecutor {
 
   async execute(req: ActionRequest): Promise<ActionOutcome> {
     const { deps } = this;
-    const { ctx, loaded, log } = req;
+    const { ctx, log } = req;
     const { job } = ctx;
     const out = await this.inner.execute(req);
     if (!job.verify || !out.run.cacheable) {

@@ -30,14 +30,15 @@ import { execFile } from 'node:child_process';
 import { chmod, lchown, lstat, mkdir, mkdtemp, readdir, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { basename, join, posix } from 'node:path';
+import { join, posix } from 'node:path';
 import { promisify } from 'node:util';
 
 import { actionPolicySchema, allowHint, TOOL_GROUPS, type ActionPolicy } from '../../execution/build-script.ts';
 import type { Logger } from '../../common/logger.ts';
 import { ConfinedDir } from '../confined-dir.ts';
-import type { RunFailure, RunOutcome, RunSpec, Runner } from '../../execution/runner.ts';
+import type { RunOutcome, RunSpec, Runner } from '../../execution/runner.ts';
 import type { BwrapRunner, SandboxMounts } from './bwrap-runner.ts';
+import { diagnose, explainLimit, readTrace, within } from './build-script-diagnosis.ts';
 import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from '../../execution/build-script.ts';
 
 const HELPERS = '/run/reapi';
@@ -46,13 +47,11 @@ const TRACE_DIR = `${HELPERS}/trace`;
 const TRACE_FILE = `${TRACE_DIR}/trace`;
 /** Largest policy file and trace the worker reads. */
 const MAX_POLICY_BYTES = 1024 * 1024;
-const MAX_TRACE_BYTES = 32 * 1024 * 1024;
 const TOOL_DIRS = ['/usr/bin', '/usr/sbin', '/usr/local/bin', '/usr/local/sbin', '/bin', '/sbin'];
 const TOOL_DIR_SET = new Set(TOOL_DIRS);
 const ETC_FILES = ['/etc/ld.so.cache', '/etc/ld.so.conf', '/etc/ld.so.conf.d'];
 const TRACED = 'open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,unlink,unlinkat,link,linkat,symlink,symlinkat,truncate,execve,execveat,connect,sendto,sendmsg,bind';
 /** Failed lookups that are routine (dynamic loader, libc, compilers probing), never reported. */
-const NOISE = [/^\/etc\/ld\.so\./, /^\/etc\/(localtime|gai\.conf|host\.conf|nsswitch\.conf|passwd|group|hosts)$/, /^\/(proc|sys|dev)\//, /^\/usr\/local\//, /^\/usr\/lib/, /^\/usr\/share\/(locale|zoneinfo)/, /^\/tmp\//, /^\/run\/reapi\//];
 
 const run = promisify(execFile);
 
@@ -70,10 +69,6 @@ export interface BuildScriptRunnerOptions {
 }
 
 /** Is `path` equal to or below one of `roots`? */
-function within(path: string, roots: readonly string[]): boolean {
-  return roots.some((r) => r === '/' || path === r || path.startsWith(`${r}/`));
-}
-
 interface Host {
   /** Every program name the worker has, per tool directory, for the denial stubs. */
   names: Map<string, string[]>;
@@ -88,13 +83,6 @@ interface Host {
   visible: string[];
   visibleReal: string[];
   sandbox: { uid: number; gid: number };
-}
-
-async function exists(p: string): Promise<boolean> {
-  return lstat(p).then(
-    () => true,
-    () => false,
-  );
 }
 
 /** Replaces every occurrence of `from` by `to` in a buffer (byte-wise: output need not be UTF-8). */
@@ -473,9 +461,9 @@ export class BuildScriptRunner implements Runner {
     outcome.stdout = replaceBytes(outcome.stdout, mount, CANONICAL_ROOT);
     outcome.stderr = replaceBytes(outcome.stderr, mount, CANONICAL_ROOT);
 
-    if (outcome.failure) outcome.failure = this.explainLimit(outcome.failure, policy);
+    if (outcome.failure) outcome.failure = explainLimit(outcome.failure, policy);
     if (outcome.exitCode !== 0 && outcome.failure?.kind !== 'sandbox-error' && outcome.failure?.kind !== 'cancelled') {
-      const lines = this.host.strace ? await this.diagnose(await readTrace(scratch), policy, mount, binds) : [];
+      const lines = this.host.strace ? diagnose(await readTrace(scratch), policy, mount, binds, { rootLinks: this.host.rootLinks, visible: this.host.visible, helpers: HELPERS, toolDirs: TOOL_DIR_SET }) : [];
       const text = lines.length
         ? lines.map((l) => `reapi: build script of ${policy.crate} was refused: ${l}\n`).join('')
         : outcome.failure || outcome.stderr.includes(`reapi: build script of ${policy.crate}`)
@@ -484,99 +472,5 @@ export class BuildScriptRunner implements Runner {
       if (text) outcome.stderr = Buffer.concat([outcome.stderr, Buffer.from(outcome.stderr.length && !outcome.stderr.toString().endsWith('\n') ? `\n${text}` : text)]);
     }
     return outcome;
-  }
-
-  private explainLimit(f: RunFailure, policy: ActionPolicy): RunFailure {
-    const who = `build script of ${policy.crate}`;
-    switch (f.kind) {
-      case 'memory-limit':
-        return { ...f, message: `${who}: ${f.message}; ${allowHint(policy, 'limits', `{"memory": "${Math.ceil((policy.limits.memoryBytes * 2) / 2 ** 20)}MiB"}`).replace('allow it', 'raise it')}` };
-      case 'process-limit':
-        return { ...f, message: `${who}: ${f.message} (too many processes: a fork bomb?); ${allowHint(policy, 'limits', `{"processes": ${policy.limits.processes * 2}}`).replace('allow it', 'raise it')}` };
-      case 'timeout':
-        return { ...f, message: `${who}: ${f.message}; ${allowHint(policy, 'limits', `{"timeoutSeconds": ${policy.limits.timeoutSeconds * 2}}`).replace('allow it', 'raise it')}` };
-      case 'file-size-limit':
-        return { ...f, message: `${who}: ${f.message}` };
-      default:
-        return f;
-    }
-  }
-
-  /** What the failed system calls in the trace say was refused (deduplicated, in order, at most 8). */
-  private async diagnose(text: string, policy: ActionPolicy, mount: string, tools: Map<string, string>): Promise<string[]> {
-    const visible = [...policy.readOnlyPaths, mount, '/tmp', '/proc', '/dev', HELPERS];
-    // Paths through the root symlinks (/lib -> usr/lib) are the paths they point to.
-    const links = this.host.rootLinks.filter((l) => l.link !== undefined).map((l) => ({ from: l.path, to: posix.resolve('/', l.link!) }));
-    const real = (p: string) => {
-      const n = posix.normalize(p);
-      const l = links.find((x) => n === x.from || n.startsWith(`${x.from}/`));
-      return l ? l.to + n.slice(l.from.length) : n;
-    };
-    const isVisible = (p: string) => visible.some((v) => p === v || p.startsWith(v === '/' ? '/' : `${v}/`));
-    const canonical = (p: string) => (p === mount || p.startsWith(`${mount}/`) ? CANONICAL_ROOT + p.slice(mount.length) : p);
-    const out: string[] = [];
-    const add = (s: string) => {
-      if (!out.includes(s)) out.push(s);
-    };
-    const missingTools = new Set<string>();
-    for (const line of text.split('\n')) {
-      const m = /^\d+\s+(\w+)\((.*)\)\s+=\s+-1\s+(E[A-Z]+)/.exec(line);
-      if (!m) continue;
-      const call = m[1]!;
-      const args = m[2]!;
-      const errno = m[3]!;
-      if (call === 'connect' || call === 'sendto' || call === 'sendmsg' || call === 'bind') {
-        const addr = /sin6?_port=htons\((\d+)\).*?(?:inet_addr|inet_pton\(AF_INET6,)\s*\(?"([^"]+)"/.exec(args);
-        // A non-blocking connect fails later (EINPROGRESS here): the errno says nothing then.
-        if (addr) add(`it opened a network connection to ${addr[2]}:${addr[1]}${errno === 'EINPROGRESS' ? '' : ` (${errno})`}: build scripts have no network access, and no setting allows it`);
-        continue;
-      }
-      const raw = /"((?:[^"\\]|\\.)*)"/.exec(args)?.[1];
-      if (!raw) continue;
-      // Relative paths: relative to the working directory (the source directory) in all likelihood.
-      if (!raw.startsWith('/') && errno !== 'EROFS') continue;
-      const path = real(raw.startsWith('/') ? raw : posix.join(mount, LAYOUT.src, raw));
-      if (call === 'execve' || call === 'execveat') {
-        if (errno === 'ENOENT' && TOOL_DIR_SET.has(posix.dirname(path))) {
-          const tool = basename(path);
-          if (!tools.has(tool) && !missingTools.has(tool)) {
-            missingTools.add(tool);
-            add(`it ran ${tool}, which is neither allowed by the build-script policy nor installed on this worker; ${allowHint(policy, 'tools', `["${tool}"]`)} (and install it on the workers)`);
-          }
-        }
-        continue;
-      }
-      if (path === '/etc/resolv.conf') {
-        add('it looked up a host name (/etc/resolv.conf): build scripts have no network access, and no setting allows it');
-        continue;
-      }
-      if (errno === 'EROFS' || (errno === 'EACCES' && isVisible(path))) {
-        const c = canonical(path);
-        const where = c.startsWith(`${CANONICAL_ROOT}/${LAYOUT.src}/`) || c === `${CANONICAL_ROOT}/${LAYOUT.src}`
-          ? `its source directory (${c.slice(CANONICAL_ROOT.length + LAYOUT.src.length + 2) || '.'})`
-          : c;
-        add(`it wrote to ${where} (${call}: ${errno}): build scripts may write only to OUT_DIR and temporary files, and no setting allows more`);
-        continue;
-      }
-      if ((errno === 'ENOENT' || errno === 'EACCES' || errno === 'EPERM') && !isVisible(path) && !NOISE.some((r) => r.test(path))) {
-        const top = path.split('/').slice(0, 3).join('/') || path;
-        const operator = within(top, this.host.visible) ? '' : ` (and the workers' operator must add it to worker.buildScripts.visiblePaths, now ${this.host.visible.join(', ')})`;
-        add(`it accessed ${path} (${errno}), which is outside the directories visible to build scripts; ${allowHint(policy, 'readOnlyPaths', `["${top}"]`)}${operator}`);
-      }
-      if (out.length >= 8) break;
-    }
-    return out;
-  }
-}
-
-/** strace's output (written by the sandbox user, so read without following links); '' when there is none. */
-async function readTrace(scratch: string): Promise<string> {
-  const dir = await ConfinedDir.openRoot(scratch);
-  try {
-    return (await dir.readFileAt(['trace', 'trace'], MAX_TRACE_BYTES)).toString('utf8');
-  } catch {
-    return '';
-  } finally {
-    await dir.close();
   }
 }
