@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig, parseSize, type Config } from '../common/config.ts';
+import { wrap } from '../common/errors.ts';
 
 export interface CommonFlags {
   config?: string;
@@ -85,7 +86,7 @@ export function configFromFlags(flags: CommonFlags): Config {
     try {
       fleetToken = readFileSync(flags.fleetTokenFile, 'utf8').trim();
     } catch (err) {
-      throw new Error(`--fleet-token-file: cannot read ${flags.fleetTokenFile}: ${(err as Error).message}`);
+      throw wrap(err, `--fleet-token-file: cannot read ${flags.fleetTokenFile}`);
     }
   }
   return loadConfig(flags.config, {

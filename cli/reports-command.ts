@@ -1,6 +1,7 @@
 // `reapi reports`: the nondeterminism and cache-poisoning reports of a running server, newest
 // first, read from its HTTP API (GET /api/reports).
 import type { Report } from '../execution/report-store.ts';
+import { messageOf } from '../common/errors.ts';
 
 export interface ReportsFlags {
   http: string;
@@ -21,7 +22,7 @@ export async function printReports(flags: ReportsFlags): Promise<void> {
   try {
     res = await fetch(url);
   } catch (err) {
-    throw new Error(`cannot reach ${url.origin}: ${(err as Error).message} (is reapi serve or reapi scheduler running there? set --http)`);
+    throw new Error(`cannot reach ${url.origin}: ${messageOf(err)} (is reapi serve or reapi scheduler running there? set --http)`, { cause: err });
   }
   if (!res.ok) throw new Error(`${url} answered ${res.status}: ${await res.text()}`);
   const reports = (await res.json()) as Report[];

@@ -5,6 +5,7 @@ import { serviceContexts, startStorageNode, storageServices, type ServiceList } 
 import { createStorage, type Storage } from '../cas/storage-factory.ts';
 import type { QuarantineHooks } from '../cas/write-policy-action-cache.ts';
 import type { Config } from '../common/config.ts';
+import { messageOf } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { Metrics } from '../common/metrics.ts';
 import { startServer } from '../common/server.ts';
@@ -125,8 +126,9 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
   const worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue: front.queue, reports: v.reports, feedback: v.feedback }).catch(
     (err: unknown) => {
       throw new Error(
-        `cannot start the sandboxed local worker: ${(err as Error).message}. ` +
+        `cannot start the sandboxed local worker: ${messageOf(err)}. ` +
           'Executing actions needs root and bubblewrap (scripts/bootstrap.sh installs it); use --no-execution for a remote cache only.',
+        { cause: err },
       );
     },
   );

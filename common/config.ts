@@ -83,7 +83,10 @@ export const configSchema = z
       .prefault({}),
     worker: z
       .object({
-        /** Where exec roots and the local content cache live (default: <dataDir>/worker). */
+        /**
+         * Where exec roots and the local content cache live (default: reapi-worker-<hash of dataDir>
+         * under the system temp dir, which the sandbox user can reach; see worker/worker.ts).
+         */
         workDir: z.string().optional(),
         /** Actions run at once by this worker (default: number of CPUs). */
         concurrency: z.number().int().min(1).optional(),

@@ -18,6 +18,21 @@ export class ReapiError extends Error {
   }
 }
 
+/** The message of anything thrown. */
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * `err` said in the context it happened in ("context: message"), the original kept as `cause`;
+ * an error carrying a gRPC status keeps its code and details.
+ */
+export function wrap(err: unknown, context: string): Error {
+  const message = `${context}: ${messageOf(err)}`;
+  if (err instanceof ReapiError) return Object.assign(new ReapiError(err.code, message, err.details), { cause: err });
+  return new Error(message, { cause: err });
+}
+
 export const invalidArgument = (msg: string) => new ReapiError(Status.INVALID_ARGUMENT, msg);
 export const notFound = (msg: string) => new ReapiError(Status.NOT_FOUND, msg);
 export const outOfRange = (msg: string) => new ReapiError(Status.OUT_OF_RANGE, msg);

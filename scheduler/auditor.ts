@@ -55,7 +55,7 @@ export class Auditor {
     try {
       loaded = await loadAction(blobs, actionDigest, config.execution);
     } catch (err) {
-      logger.info({ action: digestKey(actionDigest), reason, err: (err as Error).message }, 'cannot audit: the action is not in the CAS');
+      logger.info({ action: digestKey(actionDigest), reason, err }, 'cannot audit: the action is not in the CAS');
       return;
     }
     const { platform } = loaded;

@@ -19,7 +19,7 @@ export async function withShuffledDirectories<T>(disorderfs: string, execRoot: s
     await run(disorderfs, ['--shuffle-dirents=yes', '--multi-user=yes', '-o', 'allow_other', execRoot, mountpoint]);
   } catch (err) {
     await rmdir(mountpoint).catch(() => {});
-    log.warn({ err: (err as Error).message }, 'disorderfs could not mount; this verification run keeps the directory order');
+    log.warn({ err }, 'disorderfs could not mount; this verification run keeps the directory order');
     return fn(execRoot);
   }
   try {

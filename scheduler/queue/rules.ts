@@ -1,7 +1,7 @@
 // The rules every JobQueue follows, whatever holds its state: what makes two submissions one
 // action, how often a job is delivered, and what the client is told when delivery gives up.
 import { digestKey } from '../../common/digest.ts';
-import { Status } from '../../common/errors.ts';
+import { messageOf, Status } from '../../common/errors.ts';
 import type { JobSpec } from '../../execution/job-queue.ts';
 import { platformKey } from '../../execution/platform.ts';
 
@@ -39,7 +39,7 @@ export function afterHandlerFailure(
 ): { retry: true } | { retry: false; error: OperationError } {
   if (ctx.deliveries < ctx.maxAttempts) return { retry: true };
   const code = (err as { code?: unknown } | null)?.code;
-  const message = errorMessage(err);
+  const message = messageOf(err);
   if (typeof code === 'number') return { retry: false, error: { code, message } };
   return {
     retry: false,
@@ -57,8 +57,4 @@ export function workersDied(job: JobSpec, deliveries: number, lastWorker: string
 
 export function cancelled(operationName: string): OperationError {
   return { code: Status.CANCELLED, message: `operation ${operationName} was cancelled` };
-}
-
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

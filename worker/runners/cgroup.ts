@@ -12,6 +12,7 @@
 import { mkdir, readdir, rmdir, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readLimitEvents, readText, readUsage, type CgroupUsage, type LimitEvents } from './cgroup-files.ts';
+import { wrap } from '../../common/errors.ts';
 
 export type { CgroupUsage, LimitEvents };
 
@@ -212,7 +213,7 @@ class CgroupV2 implements CgroupManager {
       try {
         await writeFile(join(d, 'cgroup.subtree_control'), missing.map((c) => `+${c}`).join(' '));
       } catch (e) {
-        throw new Error(`cannot enable ${missing.join(',')} in ${d}/cgroup.subtree_control: ${(e as Error).message}`);
+        throw wrap(e, `cannot enable ${missing.join(',')} in ${d}/cgroup.subtree_control`);
       }
     };
     await enable(dir);

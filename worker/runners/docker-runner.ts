@@ -24,7 +24,7 @@ import { constants as fsConstants, existsSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
-import { failedPrecondition } from '../../common/errors.ts';
+import { failedPrecondition, wrap } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../../execution/runner.ts';
 import { ContainerPool, moveEntries, type Slot, type SlotConfig } from './container-pool.ts';
@@ -373,7 +373,7 @@ export async function startDockerRunner(
     return runner;
   } catch (e) {
     await runner.dispose().catch(() => {});
-    if (settings.enabled === true) throw new Error(`Docker engine ${host ?? 'unix:///var/run/docker.sock'} not usable: ${(e as Error).message}`);
+    if (settings.enabled === true) throw wrap(e, `Docker engine ${host ?? 'unix:///var/run/docker.sock'} not usable`);
     opts.logger.warn({ err: e, host: host ?? 'unix:///var/run/docker.sock' }, `no Docker engine: ${CONTAINER_IMAGE} actions will not be taken by this worker`);
     return undefined;
   }

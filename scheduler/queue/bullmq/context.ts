@@ -10,7 +10,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { silentLogger, type Logger } from '../../../common/logger.ts';
 import { DEFAULT_LOCALITY_TTL_MS } from '../../../execution/platform.ts';
-import { attemptsOf, errorMessage } from '../rules.ts';
+import { attemptsOf } from '../rules.ts';
 import { isPersonal, RedisKeys } from './keys.ts';
 import { bullPriority } from './priority.ts';
 import { withScripts, type CommandClient } from './scripts.ts';
@@ -91,7 +91,7 @@ export class BullmqContext {
     this.log = opts.logger ?? silentLogger;
     // lazyConnect: connections open on first use
     this.cmd = withScripts(new Redis(this.settings.redisUrl, { lazyConnect: true }));
-    this.cmd.on('error', (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'redis connection error'));
+    this.cmd.on('error', (err: unknown) => this.log.warn({ err }, 'redis connection error'));
   }
 
   assertOpen(): void {
@@ -107,7 +107,7 @@ export class BullmqContext {
   bullClient(): Redis {
     if (!this.bull) {
       this.bull = new Redis(this.settings.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
-      this.bull.on('error', (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'redis connection error'));
+      this.bull.on('error', (err: unknown) => this.log.warn({ err }, 'redis connection error'));
     }
     return this.bull;
   }
@@ -123,7 +123,7 @@ export class BullmqContext {
     }
     if (!q) {
       q = new Queue(name, { connection: this.bullClient(), prefix: this.keys.bullPrefix });
-      q.on('error', (err) => this.log.warn({ err: errorMessage(err), queue: name }, 'queue error'));
+      q.on('error', (err) => this.log.warn({ err, queue: name }, 'queue error'));
       this.queues.set(name, q);
       if (personal) {
         const open = [...this.queues.keys()].filter(isPersonal);

@@ -27,8 +27,8 @@ import type {
   WorkerRegistration,
 } from '../../../execution/job-queue.ts';
 import { satisfies, unsatisfiableProperties } from '../../../execution/platform.ts';
-import { Status } from '../../../common/errors.ts';
-import { cancelled, errorMessage, isMergeable, mergeKeyOf } from '../rules.ts';
+import { messageOf, Status } from '../../../common/errors.ts';
+import { cancelled, isMergeable, mergeKeyOf } from '../rules.ts';
 import { BullmqContext, type BullmqJobQueueOptions } from './context.ts';
 import { mergeHash, personalQueueName, queueName, sharedOf } from './keys.ts';
 import { OperationStore } from './operation-store.ts';
@@ -84,7 +84,7 @@ export class BullmqJobQueue implements JobQueue {
         routedTo = await this.personal.route(job, sharedQueue);
         reserved = routedTo !== undefined;
       } catch (err) {
-        ctx.log.warn({ err: errorMessage(err), operation: name }, 'locality lookup failed; using the shared queue');
+        ctx.log.warn({ err, operation: name }, 'locality lookup failed; using the shared queue');
       }
     }
     const queue = routedTo ? personalQueueName(sharedQueue, routedTo) : sharedQueue;
@@ -92,14 +92,14 @@ export class BullmqJobQueue implements JobQueue {
       const created = await this.ops.create({ name, job, jobId, mergeHash: isMergeable(job) ? mergeHash(mergeKeyOf(job)) : '', sharedQueue, queue, routedTo });
       if (created.merged) {
         const merged = created.merged;
-        await this.repairIfOrphaned(merged).catch((err: unknown) => ctx.log.warn({ err: errorMessage(err), operation: merged }, 'could not check the merged operation'));
+        await this.repairIfOrphaned(merged).catch((err: unknown) => ctx.log.warn({ err, operation: merged }, 'could not check the merged operation'));
         return { operationName: merged, merged: true };
       }
       if (created.platformIsNew) await ctx.cmd.publish(ctx.keys.platformAdded, sharedQueue);
       try {
         await ctx.addJob(queue, jobId, name, { reapi: job.priority });
       } catch (err) {
-        await this.ops.finish(name, { error: { code: Status.UNAVAILABLE, message: `could not enqueue: ${errorMessage(err)}` } }).catch(() => {});
+        await this.ops.finish(name, { error: { code: Status.UNAVAILABLE, message: `could not enqueue: ${messageOf(err)}` } }).catch(() => {});
         throw err;
       }
     } finally {
@@ -112,7 +112,7 @@ export class BullmqJobQueue implements JobQueue {
       try {
         if (!(await isLive(ctx, routedTo))) await this.personal.moveToShared(queue, jobId, name, bullPriority(job.priority));
       } catch (err) {
-        ctx.log.warn({ err: errorMessage(err), operation: name }, 'could not check the routed worker; the sweep will');
+        ctx.log.warn({ err, operation: name }, 'could not check the routed worker; the sweep will');
       }
     }
     return { operationName: name, merged: false };
@@ -126,7 +126,7 @@ export class BullmqJobQueue implements JobQueue {
   watch(name: string, onUpdate: (state: OperationState) => void): () => void {
     this.ctx.assertOpen();
     const stop = this.watchers.watch(name, onUpdate, this.pubSub.ensure());
-    this.repairIfOrphaned(name).catch((err: unknown) => this.ctx.log.warn({ err: errorMessage(err), operation: name }, 'could not check the watched operation'));
+    this.repairIfOrphaned(name).catch((err: unknown) => this.ctx.log.warn({ err, operation: name }, 'could not check the watched operation'));
     return stop;
   }
 
@@ -139,7 +139,7 @@ export class BullmqJobQueue implements JobQueue {
       try {
         await ctx.queue(h.queue).remove(h.jobId); // 0 when a worker holds it (locked)
       } catch (err) {
-        ctx.log.debug({ err: errorMessage(err), operation: name }, 'could not remove job');
+        ctx.log.debug({ err, operation: name }, 'could not remove job');
       }
     }
     const ok = await this.ops.finish(name, { error: cancelled(name) });

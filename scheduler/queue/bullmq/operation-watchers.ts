@@ -2,7 +2,7 @@
 // the first state, the final one (response, error) and when an event may have been missed (every
 // `watchPollMs`, and after a pub/sub reconnect).
 import type { OperationState, Stage } from '../../../execution/job-queue.ts';
-import { errorMessage } from '../rules.ts';
+
 import type { BullmqContext } from './context.ts';
 import type { OperationStore } from './operation-store.ts';
 
@@ -46,7 +46,7 @@ export class OperationWatchers {
     this.ensurePoll();
     subscribed.then(
       () => this.refresh(w),
-      (err) => this.ctx.log.warn({ err: errorMessage(err), operation: name }, 'could not subscribe to operation events'),
+      (err) => this.ctx.log.warn({ err, operation: name }, 'could not subscribe to operation events'),
     );
     return () => this.remove(w);
   }
@@ -100,7 +100,7 @@ export class OperationWatchers {
         try {
           next = await this.ops.getVersioned(w.name);
         } catch (err) {
-          if (!this.ctx.closed) this.ctx.log.warn({ err: errorMessage(err), operation: w.name }, 'could not read operation');
+          if (!this.ctx.closed) this.ctx.log.warn({ err, operation: w.name }, 'could not read operation');
           return;
         }
       }
@@ -111,7 +111,7 @@ export class OperationWatchers {
       try {
         w.onUpdate({ ...next.state });
       } catch (err) {
-        this.ctx.log.warn({ err: errorMessage(err), operation: w.name }, 'operation watcher threw');
+        this.ctx.log.warn({ err, operation: w.name }, 'operation watcher threw');
       }
     });
   }

@@ -12,7 +12,7 @@
 //   submitter that routed to a worker which turns out dead moves its job itself.
 import type { JobSpec } from '../../../execution/job-queue.ts';
 import { LOCALITY_WORKERS_PER_KEY, localityKeysOf, rankLocality, satisfies } from '../../../execution/platform.ts';
-import { errorMessage } from '../rules.ts';
+
 import type { BullmqContext } from './context.ts';
 import { personalQueueName, sharedOf } from './keys.ts';
 import type { OperationStore } from './operation-store.ts';
@@ -168,7 +168,7 @@ export class PersonalQueues {
           if (dead.has(worker)) await this.retire(pq, worker);
         }
       } catch (err) {
-        if (!ctx.closed) ctx.log.warn({ err: errorMessage(err) }, 'sweeping dead workers failed');
+        if (!ctx.closed) ctx.log.warn({ err }, 'sweeping dead workers failed');
       }
     })().finally(() => {
       this.sweeping = undefined;

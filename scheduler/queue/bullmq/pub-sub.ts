@@ -1,7 +1,7 @@
 // The pub/sub connection: subscribes to the queue's channels on first use, hands each message to
 // `onMessage`, and after a reconnect calls `onRestored` so callers catch up on what they missed.
 import { Redis } from 'ioredis';
-import { errorMessage } from '../rules.ts';
+
 import type { BullmqContext } from './context.ts';
 import { quit } from './context.ts';
 
@@ -27,7 +27,7 @@ export class PubSub {
     const sub = new Redis(ctx.settings.redisUrl, { lazyConnect: true });
     let subscribed = false;
     sub.on('message', (channel: string, message: string) => this.handlers.onMessage(channel, message));
-    sub.on('error', (err: unknown) => ctx.log.warn({ err: errorMessage(err) }, 'pub/sub connection error'));
+    sub.on('error', (err: unknown) => ctx.log.warn({ err }, 'pub/sub connection error'));
     sub.on('ready', () => {
       if (!subscribed || ctx.closed || this.sub !== sub) return;
       // A reconnect: ioredis has just resubscribed by itself. Once a SUBSCRIBE round trip on this
@@ -37,7 +37,7 @@ export class PubSub {
         () => {
           if (!ctx.closed && this.sub === sub) this.handlers.onRestored();
         },
-        (err: unknown) => ctx.log.warn({ err: errorMessage(err) }, 'could not resubscribe'),
+        (err: unknown) => ctx.log.warn({ err }, 'could not resubscribe'),
       );
     });
     this.sub = sub;

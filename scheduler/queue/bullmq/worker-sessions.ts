@@ -8,12 +8,13 @@
 import { Worker, type Job } from 'bullmq';
 import type { JobContext, JobHandler, PlatformProperties, WorkerRegistration } from '../../../execution/job-queue.ts';
 import { satisfies } from '../../../execution/platform.ts';
-import { afterHandlerFailure, errorMessage, workersDied } from '../rules.ts';
+import { afterHandlerFailure, workersDied } from '../rules.ts';
 import type { BullmqContext } from './context.ts';
 import { personalQueueName } from './keys.ts';
 import type { OperationStore } from './operation-store.ts';
 import type { PersonalQueues } from './personal-queues.ts';
 import { encodeRegistration } from './worker-registry.ts';
+import { messageOf } from '../../../common/errors.ts';
 
 /** A queue a session takes jobs from. */
 interface Consumer {
@@ -97,8 +98,8 @@ export class WorkerSessions {
     }
     s.loop = this.fetchLoop(s);
     s.timer = setInterval(() => {
-      this.heartbeat(s).catch((err) => this.ctx.log.warn({ err: errorMessage(err), worker: reg.name }, 'worker heartbeat failed'));
-      this.rescan(s).catch((err) => this.ctx.log.warn({ err: errorMessage(err), worker: reg.name }, 'platform rescan failed'));
+      this.heartbeat(s).catch((err) => this.ctx.log.warn({ err, worker: reg.name }, 'worker heartbeat failed'));
+      this.rescan(s).catch((err) => this.ctx.log.warn({ err, worker: reg.name }, 'platform rescan failed'));
     }, this.ctx.settings.heartbeatMs);
     s.timer.unref();
     this.personal.startSweeping();
@@ -112,7 +113,7 @@ export class WorkerSessions {
 
   /** A new platform queue exists: sessions that satisfy it start consuming it. */
   onPlatformAdded(): void {
-    for (const s of this.sessions) this.rescan(s).catch((err) => this.ctx.log.warn({ err: errorMessage(err) }, 'platform rescan failed'));
+    for (const s of this.sessions) this.rescan(s).catch((err) => this.ctx.log.warn({ err }, 'platform rescan failed'));
   }
 
   /** A queue got a job: wake the sessions consuming it. */
@@ -155,7 +156,7 @@ export class WorkerSessions {
     if (s.stopping) return;
     this.ctx.cmd
       .set(this.ctx.keys.worker(s.reg.name), this.registration(s), 'PX', this.ctx.settings.workerTtlMs, 'XX')
-      .catch((err: unknown) => this.ctx.log.debug({ err: errorMessage(err), worker: s.reg.name }, 'could not publish worker load'));
+      .catch((err: unknown) => this.ctx.log.debug({ err, worker: s.reg.name }, 'could not publish worker load'));
   }
 
   /** Consume every known platform queue this worker satisfies (and its personal queue there). */
@@ -207,13 +208,13 @@ export class WorkerSessions {
       removeOnFail: { count: 0 },
     });
     w.on('error', (err) => {
-      if (!s.stopping) ctx.log.warn({ err: errorMessage(err), worker: s.reg.name, queue }, 'BullMQ worker error');
+      if (!s.stopping) ctx.log.warn({ err, worker: s.reg.name, queue }, 'BullMQ worker error');
     });
     // a dead worker's job is back in the queue: wake whoever can take it
     w.on('stalled', () => {
       ctx.announceJob(queue).catch(() => {});
     });
-    w.startStalledCheckTimer().catch((err) => ctx.log.warn({ err: errorMessage(err), queue }, 'could not start the stalled-job check'));
+    w.startStalledCheckTimer().catch((err) => ctx.log.warn({ err, queue }, 'could not start the stalled-job check'));
     s.consumers.set(queue, { queue, shared, personal, worker: w });
     ctx.log.debug({ worker: s.reg.name, queue, personal }, 'worker consumes queue');
   }
@@ -259,7 +260,7 @@ export class WorkerSessions {
         s.fetchFailing = false;
       } catch (err) {
         if (s.stopping) break;
-        if (!s.fetchFailing) this.ctx.log.warn({ err: errorMessage(err), worker: s.reg.name }, 'could not take a job; retrying');
+        if (!s.fetchFailing) this.ctx.log.warn({ err, worker: s.reg.name }, 'could not take a job; retrying');
         s.fetchFailing = true;
         await this.sleep(s, 1000);
         continue;
@@ -290,13 +291,13 @@ export class WorkerSessions {
     const renew = setInterval(
       () => {
         if (s.forced) return;
-        job.extendLock(token, ctx.settings.lockDurationMs).catch((err: unknown) => ctx.log.debug({ err: errorMessage(err), queue: c.queue }, 'could not renew a job lock'));
+        job.extendLock(token, ctx.settings.lockDurationMs).catch((err: unknown) => ctx.log.debug({ err, queue: c.queue }, 'could not renew a job lock'));
       },
       Math.max(50, Math.floor(ctx.settings.lockDurationMs / 3)),
     );
     const p: Promise<void> = this.runJob(s, c, job, token)
       .catch((err: unknown) => {
-        if (!s.forced && !ctx.closed) ctx.log.warn({ err: errorMessage(err), worker: s.reg.name, queue: c.queue }, 'could not finish a job in its queue');
+        if (!s.forced && !ctx.closed) ctx.log.warn({ err, worker: s.reg.name, queue: c.queue }, 'could not finish a job in its queue');
       })
       .finally(() => {
         clearInterval(renew);
@@ -371,12 +372,12 @@ export class WorkerSessions {
           return 'done';
         }
         await ops.update(name, 'QUEUED', '');
-        return { retry: err instanceof Error ? err : new Error(errorMessage(err)) };
+        return { retry: err instanceof Error ? err : new Error(messageOf(err)) };
       }
       if (s.forced) return 'abandon';
       if (controller.signal.aborted) return 'done';
       // before the result is out, so a follow-up job already finds this worker
-      await this.personal.recordLocality(d.job, s.reg.name).catch((err: unknown) => ctx.log.warn({ err: errorMessage(err), operation: name }, 'could not record locality'));
+      await this.personal.recordLocality(d.job, s.reg.name).catch((err: unknown) => ctx.log.warn({ err, operation: name }, 'could not record locality'));
       await ops.finish(name, { response });
       return 'done';
     } finally {
@@ -403,7 +404,7 @@ export class WorkerSessions {
         try {
           await this.personal.drain(c.queue);
         } catch (err) {
-          if (!ctx.closed) ctx.log.warn({ err: errorMessage(err), queue: c.queue }, 'could not move waiting jobs to the shared queue; a sweep will');
+          if (!ctx.closed) ctx.log.warn({ err, queue: c.queue }, 'could not move waiting jobs to the shared queue; a sweep will');
         }
       }
     };
