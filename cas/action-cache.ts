@@ -7,22 +7,24 @@ export type ActionResult = MessageOutput<'ActionResult'>;
 export type ActionResultInput = MessageInput<'ActionResult'>;
 
 /**
- * Who writes an entry: a worker of this process (its result carries its own provenance), a fleet
- * member that presented the fleet token to a storage node, or a client (UpdateActionResult). The
- * write policy (cas/write-policy-action-cache.ts) decides by it; other layers pass it on.
+ * Who reads or writes an entry: a worker of this process (its result carries its own provenance),
+ * a fleet member that presented the fleet token to a storage node (a scheduler or worker), or a
+ * client. The write policy (cas/write-policy-action-cache.ts) decides writes by it; completeness
+ * checking leaves fleet members to check across all shards themselves; other layers pass it on.
  */
-export interface CacheWriter {
+export interface CacheCaller {
   kind: 'worker' | 'fleet' | 'client';
   /** The caller's request metadata, for provenance and reports. */
   labels?: RequestLabels;
 }
 
-export const WORKER_WRITE: CacheWriter = { kind: 'worker' };
+export const WORKER_CALLER: CacheCaller = { kind: 'worker' };
 
 export interface ActionCache {
-  get(instanceName: string, actionDigest: Digest): Promise<ActionResult | undefined>;
+  /** The entry, if any; `reader` defaults to a worker of this process. */
+  get(instanceName: string, actionDigest: Digest, reader?: CacheCaller): Promise<ActionResult | undefined>;
   /** Store an entry; `writer` defaults to a worker of this process. */
-  put(instanceName: string, actionDigest: Digest, result: ActionResultInput, writer?: CacheWriter): Promise<void>;
+  put(instanceName: string, actionDigest: Digest, result: ActionResultInput, writer?: CacheCaller): Promise<void>;
   /** Remove an entry (e.g. one found incomplete or contradicted); no error when absent. */
   remove(instanceName: string, actionDigest: Digest): Promise<void>;
 }

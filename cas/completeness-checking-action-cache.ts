@@ -1,10 +1,12 @@
 // An ActionCache decorator that never serves an entry whose blobs are gone: stdout/stderr, every
 // output file, and every file of every output directory's Tree must still be in the CAS.
 // Serving such an entry would make the client fail on download instead of re-running the action.
+// Fleet members (schedulers, workers) get the entry as stored: they check it themselves against
+// every shard, where a storage node sees only its own. So sharded storage nodes need no setting.
 import type { Digest } from '../common/digest.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
 import { decode } from '../protos/index.ts';
-import type { ActionCache, ActionResult, ActionResultInput, CacheWriter } from './action-cache.ts';
+import type { ActionCache, ActionResult, ActionResultInput, CacheCaller } from './action-cache.ts';
 import type { BlobStore } from './blob-store.ts';
 import { readBlob } from './blob-io.ts';
 import { digestsInTree } from './tree.ts';
@@ -16,9 +18,9 @@ export class CompletenessCheckingActionCache implements ActionCache {
     private readonly log: Logger = silentLogger,
   ) {}
 
-  async get(instanceName: string, actionDigest: Digest): Promise<ActionResult | undefined> {
-    const result = await this.inner.get(instanceName, actionDigest);
-    if (!result) return undefined;
+  async get(instanceName: string, actionDigest: Digest, reader?: CacheCaller): Promise<ActionResult | undefined> {
+    const result = await this.inner.get(instanceName, actionDigest, reader);
+    if (!result || reader?.kind === 'fleet') return result;
     const missing = await this.missingBlobs(result);
     if (missing.length === 0) return result;
     this.log.info(
@@ -28,7 +30,7 @@ export class CompletenessCheckingActionCache implements ActionCache {
     return undefined;
   }
 
-  put(instanceName: string, actionDigest: Digest, result: ActionResultInput, writer?: CacheWriter): Promise<void> {
+  put(instanceName: string, actionDigest: Digest, result: ActionResultInput, writer?: CacheCaller): Promise<void> {
     return this.inner.put(instanceName, actionDigest, result, writer);
   }
 

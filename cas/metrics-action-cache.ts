@@ -2,7 +2,7 @@
 import type { Digest } from '../common/digest.ts';
 import { Status } from '../common/errors.ts';
 import type { Metrics } from '../common/metrics.ts';
-import type { ActionCache, ActionResult, ActionResultInput, CacheWriter } from './action-cache.ts';
+import type { ActionCache, ActionResult, ActionResultInput, CacheCaller } from './action-cache.ts';
 
 export class MetricsActionCache implements ActionCache {
   constructor(
@@ -11,13 +11,13 @@ export class MetricsActionCache implements ActionCache {
     private readonly backend: string,
   ) {}
 
-  async get(instanceName: string, actionDigest: Digest): Promise<ActionResult | undefined> {
-    const result = await this.counted('get', () => this.inner.get(instanceName, actionDigest));
+  async get(instanceName: string, actionDigest: Digest, reader?: CacheCaller): Promise<ActionResult | undefined> {
+    const result = await this.counted('get', () => this.inner.get(instanceName, actionDigest, reader));
     this.count('get', result ? 'hit' : 'miss');
     return result;
   }
 
-  async put(instanceName: string, actionDigest: Digest, result: ActionResultInput, writer?: CacheWriter): Promise<void> {
+  async put(instanceName: string, actionDigest: Digest, result: ActionResultInput, writer?: CacheCaller): Promise<void> {
     await this.counted('put', () => this.inner.put(instanceName, actionDigest, result, writer));
     this.count('put', 'ok');
   }

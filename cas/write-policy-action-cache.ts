@@ -9,7 +9,7 @@ import type { RequestLabels } from '../common/grpc.ts';
 import type { Metrics } from '../common/metrics.ts';
 import type { ClientWrites } from '../common/storage-config.ts';
 import { encode } from '../protos/index.ts';
-import { WORKER_WRITE, type ActionCache, type ActionResult, type ActionResultInput, type CacheWriter } from './action-cache.ts';
+import { WORKER_CALLER, type ActionCache, type ActionResult, type ActionResultInput, type CacheCaller } from './action-cache.ts';
 import type { BlobStore } from './blob-store.ts';
 import { putBlob } from './blob-io.ts';
 import { provenanceOf, withProvenance } from './provenance.ts';
@@ -35,15 +35,15 @@ export class WritePolicyActionCache implements ActionCache {
     private readonly opts: WritePolicyOptions,
   ) {}
 
-  get(instanceName: string, actionDigest: Digest): Promise<ActionResult | undefined> {
-    return this.inner.get(instanceName, actionDigest);
+  get(instanceName: string, actionDigest: Digest, reader?: CacheCaller): Promise<ActionResult | undefined> {
+    return this.inner.get(instanceName, actionDigest, reader);
   }
 
   remove(instanceName: string, actionDigest: Digest): Promise<void> {
     return this.inner.remove(instanceName, actionDigest);
   }
 
-  async put(instanceName: string, actionDigest: Digest, result: ActionResultInput, writer: CacheWriter = WORKER_WRITE): Promise<void> {
+  async put(instanceName: string, actionDigest: Digest, result: ActionResultInput, writer: CacheCaller = WORKER_CALLER): Promise<void> {
     if (writer.kind === 'worker') return this.inner.put(instanceName, actionDigest, result, writer);
     const { clientWrites, metrics } = this.opts;
     const policy = writer.kind === 'fleet' ? 'allow' : clientWrites;

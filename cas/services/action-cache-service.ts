@@ -7,7 +7,7 @@ import { invalidArgument, notFound } from '../../common/errors.ts';
 import { requestLabels, unary } from '../../common/grpc.ts';
 import { isRemoved } from '../provenance.ts';
 import type { ActionCacheHandlers } from '../../protos/index.ts';
-import type { ActionResult, CacheWriter } from '../action-cache.ts';
+import type { ActionResult, CacheCaller } from '../action-cache.ts';
 import type { BlobStore } from '../blob-store.ts';
 import { putBlob, readBlob } from '../blob-io.ts';
 import type { StorageContext } from './storage-context.ts';
@@ -19,7 +19,7 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
   return {
     GetActionResult: unary(ctx, 'GetActionResult', async (req, call) => {
       const digest = validateDigest(req.action_digest, 'action_digest');
-      const stored = await actionCache.get(req.instance_name, digest);
+      const stored = await actionCache.get(req.instance_name, digest, callerOf(storage.fleetToken, call.metadata));
       const result = stored && !isRemoved(stored) ? stored : undefined;
       ctx.metrics.actionCacheRequests.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), result: result ? 'hit' : 'miss' });
       if (!result) throw notFound(`no action result for ${digestKey(digest)} in instance "${req.instance_name}"`);
@@ -39,7 +39,7 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
       if (!result) throw invalidArgument('action_result is missing');
       // The chain's write policy decides (cas/write-policy-action-cache.ts): fleet members write,
       // clients as configured.
-      const writer: CacheWriter = { kind: isFleetMember(storage.fleetToken, call.metadata) ? 'fleet' : 'client', labels: requestLabels(call.metadata) };
+      const writer = callerOf(storage.fleetToken, call.metadata);
       // Inline data may arrive with the result; keep it in the CAS so the entry stays small.
       if (writer.kind === 'fleet' || storage.clientWrites !== 'deny') {
         if (result.stdout_raw.length > 0 && !result.stdout_digest) result.stdout_digest = await putBlob(blobs, result.stdout_raw);
@@ -73,6 +73,11 @@ async function inline(
   for (const f of result.output_files) {
     if (want.files.has(f.path)) f.contents = (await take(f.digest)) ?? Buffer.alloc(0);
   }
+}
+
+/** Who calls: a fleet member when the call carries the fleet token, else a client. */
+function callerOf(token: string | undefined, metadata: Metadata): CacheCaller {
+  return { kind: isFleetMember(token, metadata) ? 'fleet' : 'client', labels: requestLabels(metadata) };
 }
 
 /** Does the call carry the fleet token (compared in constant time)? */

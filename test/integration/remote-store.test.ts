@@ -14,6 +14,8 @@ import { RemoteActionCache } from '../../cas/remote-action-cache.ts';
 import { RemoteBlobStore } from '../../cas/remote-blob-store.ts';
 import { ShardingBlobStore } from '../../cas/sharding-blob-store.ts';
 import { startStorageNode, type StorageNode } from '../../cas/storage-node.ts';
+import { createStorage } from '../../cas/storage-factory.ts';
+import { Metrics } from '../../common/metrics.ts';
 import { TEST_FLEET_TOKEN } from '../support/reapi-process.ts';
 import { parseConfig } from '../../common/config.ts';
 import { digestOf, EMPTY_DIGEST, type Digest } from '../../common/digest.ts';
@@ -343,5 +345,26 @@ describe('ShardingBlobStore over two storage nodes', () => {
     await rejectsWith(new RemoteActionCache(clients).get('', onB), status.UNAVAILABLE, p);
     await rejectsWith(clients.waitReady(300), status.UNAVAILABLE, p);
     assert.ok(failMs < 5000, `failing took ${failMs} ms`);
+  });
+});
+
+describe('the ActionCache of a fleet over two default-configured storage nodes', () => {
+  it('serves the scheduler an entry whose blobs are spread over both shards; a client of one node gets a miss there', async () => {
+    const [a, b] = await Promise.all([startNode(), startNode()]);
+    // What `reapi scheduler --cas a,b` builds: the storage chain of its default tree.
+    const config = parseConfig({ cas: [a.address, b.address], fleetToken: TEST_FLEET_TOKEN, logLevel: 'silent' });
+    const storage = await createStorage('scheduler', { config, metrics: new Metrics(), logger: silentLogger });
+    cleanups.push(async () => storage.close());
+    const outputs: Digest[] = [];
+    for (let i = 0; i < 12; i++) outputs.push(await putBlob(storage.blobs, Buffer.from(`output ${i}`)));
+    const owners = new Set(outputs.map((d) => (onDisk(a, d) ? 'a' : 'b')));
+    assert.deepEqual([...owners].sort(), ['a', 'b'], 'the outputs are on both nodes');
+    const action = digestOf(Buffer.from('a sharded action'));
+    await storage.actionCache.put('main', action, { exit_code: 0, output_files: outputs.map((digest, i) => ({ path: `out/${i}`, digest, is_executable: false })) });
+    assert.equal((await storage.actionCache.get('main', action))?.output_files.length, 12, 'a hit through the scheduler, which checks both shards');
+    // A client asking node a alone: a sees only its shard, so the entry is incomplete there.
+    const client = connectStorage(a.address);
+    cleanups.push(async () => client.close());
+    assert.equal(await new RemoteActionCache(client).get('main', action), undefined);
   });
 });

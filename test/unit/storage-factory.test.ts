@@ -3,7 +3,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
-import { WORKER_WRITE } from '../../cas/action-cache.ts';
+import { WORKER_CALLER } from '../../cas/action-cache.ts';
 import { putBlob, readBlob } from '../../cas/blob-io.ts';
 import { storageTrees } from '../../cas/default-storage.ts';
 import { ExistenceCachingBlobStore } from '../../cas/existence-caching-blob-store.ts';
@@ -95,7 +95,7 @@ describe('WritePolicyActionCache', () => {
 
   it('lets workers and fleet members write; a fleet member keeps the provenance its worker recorded', async () => {
     const { ac, inner } = make('deny');
-    await ac.put('main', action, { exit_code: 1 }, WORKER_WRITE);
+    await ac.put('main', action, { exit_code: 1 }, WORKER_CALLER);
     assert.equal((await inner.get('main', action))?.exit_code, 1);
     await ac.put('main', action, { exit_code: 2 }, { kind: 'fleet' });
     assert.equal(provenanceOf((await inner.get('main', action))!).source, 'client', 'no provenance recorded: counted as a client write');
