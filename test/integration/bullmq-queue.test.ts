@@ -9,7 +9,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { Status } from '../../common/errors.ts';
 import { BullmqJobQueue, bullPriority, BULL_PRIORITY_MAX, type BullmqJobQueueOptions } from '../../scheduler/queue/bullmq/index.ts';
 import type { JobQueue, OperationState } from '../../execution/job-queue.ts';
-import { deferred, jobQueueContract, LINUX, spec, untilDone } from '../support/job-queue-contract.ts';
+import { gatedWorkers, jobQueueContract, K, LINUX, nearK, spec, untilDone } from '../support/job-queue-contract.ts';
 import { startRedis, type TestRedis } from '../support/redis.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -262,36 +262,14 @@ function localityChild(prefix: string, workerName: string) {
 }
 
 describe('BullmqJobQueue locality', () => {
-  const K = ['root-k', 'sub-shared'];
-  const nearK = (i: number) => [`root-k-${i}`, 'sub-shared'];
-
-  /** In-process workers that log who ran what (and the attempt), holding jobs whose requestMetadata.gate is set. */
+  /** Workers on queues of their own (as on separate machines), and a scheduler's queue to submit to. */
   function harness(prefix: string, over: Partial<BullmqJobQueueOptions> = {}) {
     const sched = queue(prefix, over);
-    const ranBy = new Map<string, { worker: string; attempt: number }>();
-    const started = new Map<string, ReturnType<typeof deferred<void>>>();
-    const gates = new Map<string, ReturnType<typeof deferred<void>>>();
-    const gate = (label: string) => {
-      const g = deferred();
-      gates.set(label, g);
-      started.set(label, deferred());
-      return g;
-    };
-    const register = (name: string) =>
-      queue(prefix, over).work({ name, platform: LINUX, concurrency: 1 }, async (ctx) => {
-        ranBy.set(ctx.operationName, { worker: name, attempt: ctx.attempt });
-        await ctx.markExecuting(name);
-        const label = ctx.job.requestMetadata?.gate;
-        if (label) {
-          started.get(label)?.resolve();
-          await gates.get(label)?.promise;
-        }
-        return Buffer.from(name);
-      });
+    const workers = gatedWorkers(() => queue(prefix, over));
     const submit = async (n: string, keys: string[], meta: Record<string, string> = {}) =>
       (await sched.submit(spec(`${prefix}-${n}`, { localityKeys: keys, requestMetadata: meta }))).operationName;
     const worker = async (name: string) => (await untilDone(sched, name)).response?.toString();
-    return { sched, ranBy, started, gate, register, submit, worker };
+    return { sched, ...workers, submit, worker };
   }
 
   it('sends jobs sharing locality keys to the worker that ran them, overflow to the shared queue', async () => {

@@ -54,6 +54,39 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => 
   return { promise, resolve };
 }
 
+/** Locality keys of one input root, and of others sharing its subdirectory. */
+export const K = ['root-k', 'sub-shared'];
+export const nearK = (i: number) => [`root-k-${i}`, 'sub-shared'];
+
+/**
+ * Workers (concurrency 1) that log who ran what and at which attempt, answer their own name, and
+ * hold a job whose requestMetadata.gate names a gate until it is opened. `queueFor` gives the
+ * queue a worker registers with (the one queue, or one per worker as on separate machines).
+ */
+export function gatedWorkers(queueFor: (worker: string) => JobQueue) {
+  const ranBy = new Map<string, { worker: string; attempt: number }>();
+  const started = new Map<string, ReturnType<typeof deferred<void>>>();
+  const gates = new Map<string, ReturnType<typeof deferred<void>>>();
+  const gate = (label: string) => {
+    const g = deferred();
+    gates.set(label, g);
+    started.set(label, deferred());
+    return g;
+  };
+  const register = (name: string) =>
+    queueFor(name).work({ name, platform: LINUX, concurrency: 1 }, async (ctx) => {
+      ranBy.set(ctx.operationName, { worker: name, attempt: ctx.attempt });
+      await ctx.markExecuting(name);
+      const label = ctx.job.requestMetadata?.gate;
+      if (label) {
+        started.get(label)?.resolve();
+        await gates.get(label)?.promise;
+      }
+      return Buffer.from(name);
+    });
+  return { ranBy, started, gate, register };
+}
+
 export function jobQueueContract(name: string, faces: QueueFaces): void {
   describe(`JobQueue contract: ${name}`, () => {
     afterEach(() => faces.closeAll());

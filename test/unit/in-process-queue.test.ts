@@ -4,7 +4,7 @@ import { Status } from '../../common/errors.ts';
 import type { JobQueue } from '../../execution/job-queue.ts';
 import { NO_WORKERS, platformKey, satisfies, unsatisfiableProperties } from '../../execution/platform.ts';
 import { InProcessJobQueue } from '../../scheduler/queue/in-process-queue.ts';
-import { deferred, jobQueueContract, LINUX, spec, untilDone } from '../support/job-queue-contract.ts';
+import { gatedWorkers, jobQueueContract, K, LINUX, nearK, spec, untilDone } from '../support/job-queue-contract.ts';
 
 const opened: JobQueue[] = [];
 jobQueueContract('in-process', {
@@ -45,37 +45,14 @@ describe('InProcessJobQueue', () => {
 });
 
 describe('InProcessJobQueue locality', () => {
-  const K = ['root-k', 'sub-shared'];
-  /** Keys sharing the subdirectory of K (another input root around the same inputs). */
-  const nearK = (i: number) => [`root-k-${i}`, 'sub-shared'];
-
-  /** Workers that log who ran what, and hold jobs whose requestMetadata.gate names an open gate. */
   function fleet(q: InProcessJobQueue) {
-    const ranBy = new Map<string, string>();
-    const started = new Map<string, ReturnType<typeof deferred<void>>>();
-    const gates = new Map<string, ReturnType<typeof deferred<void>>>();
-    const gate = (label: string) => {
-      const g = deferred();
-      gates.set(label, g);
-      started.set(label, deferred());
-      return g;
-    };
-    const register = (name: string) =>
-      q.work({ name, platform: LINUX, concurrency: 1 }, async (ctx) => {
-        const label = ctx.job.requestMetadata?.gate;
-        ranBy.set(ctx.operationName, name);
-        if (label) {
-          started.get(label)?.resolve();
-          await gates.get(label)?.promise;
-        }
-        return Buffer.from(name);
-      });
+    const workers = gatedWorkers(() => q);
     const run = async (n: string, keys: string[], gateLabel?: string) => {
       const { operationName } = await q.submit(spec(n, { localityKeys: keys, requestMetadata: gateLabel ? { gate: gateLabel } : {} }));
       return operationName;
     };
-    const worker = async (name: string) => (await untilDone(q, name)).worker ?? ranBy.get(name);
-    return { ranBy, started, gate, register, run, worker };
+    const worker = async (name: string) => (await untilDone(q, name)).worker ?? workers.ranBy.get(name)?.worker;
+    return { ...workers, run, worker };
   }
 
   async function primeA(q: InProcessJobQueue, f: ReturnType<typeof fleet>) {
@@ -133,7 +110,7 @@ describe('InProcessJobQueue locality', () => {
     const holdA = f.gate('holdA');
     const held = await f.run('held', nearK(1), 'holdA');
     await f.started.get('holdA')!.promise;
-    assert.equal(f.ranBy.get(held), 'A');
+    assert.equal(f.ranBy.get(held)?.worker, 'A');
     const waiting = await f.run('waits-for-a', nearK(2)); // A's personal queue: 0 waiting < 1
     const overflow = await f.run('overflow', nearK(3)); // A has 1 waiting: shared, B takes it
     assert.equal(await f.worker(overflow), 'B');
@@ -159,7 +136,7 @@ describe('InProcessJobQueue locality', () => {
     const holdA = f.gate('holdA');
     const held = await f.run('held', ['a-only'], 'holdA');
     await f.started.get('holdA')!.promise;
-    const onA = f.ranBy.get(held);
+    const onA = f.ranBy.get(held)?.worker;
     const other = onA === 'A' ? 'B' : 'A';
     assert.deepEqual(await q.freeWorkers(LINUX, other), [], `${onA} is busy`);
     assert.deepEqual(await q.freeWorkers(LINUX, onA!), [other]);

@@ -23,7 +23,8 @@ import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner,
 import { chownDirs } from './exec-root-ownership.ts';
 import { type CgroupManager, type CgroupMode, type RunCgroup, detectCgroups } from './cgroup.ts';
 import { CappedOutput } from './output-buffer.ts';
-import { checkSpec, fileSizeFailure, isFailure, limitFailure, shQuote, signalNumber, Watchdog } from './supervision.ts';
+import { accounting, checkSpec, fileSizeFailure, isFailure, shQuote, signalNumber, Watchdog } from './supervision.ts';
+import { messageOf } from '../../common/errors.ts';
 import { EtcFiles, type SandboxUser, ensureSandboxUser } from './sandbox-user.ts';
 
 export interface BwrapRunnerOptions {
@@ -261,7 +262,7 @@ export class BwrapRunner implements Runner {
       this.prepared ??= this.prepare();
       p = await this.prepared;
     } catch (e) {
-      return fail({ kind: 'sandbox-error', message: `sandbox setup failed: ${(e as Error).message}` });
+      return fail({ kind: 'sandbox-error', message: `sandbox setup failed: ${messageOf(e)}` });
     }
 
     const v: Variation = spec.variation ?? {};
@@ -281,7 +282,7 @@ export class BwrapRunner implements Runner {
         maxProcesses: spec.limits.maxProcesses > 0 ? spec.limits.maxProcesses + BWRAP_PROCESSES : 0,
       });
     } catch (e) {
-      return fail({ kind: 'sandbox-error', message: `sandbox setup failed: ${(e as Error).message}` });
+      return fail({ kind: 'sandbox-error', message: `sandbox setup failed: ${messageOf(e)}` });
     }
     try {
       return await this.execute(spec, signal, p, v, mount, wd, cg, startedAt, mounts);
@@ -380,21 +381,11 @@ export class BwrapRunner implements Runner {
     startedAt: Date,
     mounts?: SandboxMounts,
   ): Promise<RunOutcome> {
-    const usage = { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 };
     let argv: string[];
     try {
       argv = await this.buildArgs(spec, p, v, mount, wd, cg, mounts);
     } catch (e) {
-      return {
-        exitCode: -1,
-        stdout: Buffer.alloc(0),
-        stderr: Buffer.alloc(0),
-        truncated: false,
-        failure: { kind: 'sandbox-error', message: `sandbox setup failed: ${(e as Error).message}` },
-        startedAt,
-        completedAt: new Date(),
-        usage,
-      };
+      return failedRun({ kind: 'sandbox-error', message: `sandbox setup failed: ${messageOf(e)}` }, startedAt);
     }
     const [cmd, ...args] = argv as [string, ...string[]];
     const stdout = new CappedOutput(spec.maxOutputBytes);
@@ -449,19 +440,8 @@ export class BwrapRunner implements Runner {
     watchdog.stop();
 
     let exitCode = exit.code ?? (exit.signal ? 128 + signalNumber(exit.signal) : -1);
-    let failure: RunFailure | undefined = watchdog.killedFor;
-
-    if (cg) {
-      try {
-        const [ev, u] = await Promise.all([cg.limitEvents(), cg.usage()]);
-        usage.userCpuMs = u.userCpuMs;
-        usage.systemCpuMs = u.systemCpuMs;
-        usage.maxRssBytes = u.memoryPeakBytes ?? 0;
-        if (!failure && exitCode !== 0) failure = limitFailure(ev, spec.limits);
-      } catch {
-        // Accounting is best effort.
-      }
-    }
+    const { usage, limit } = await accounting(cg, spec.limits, exitCode);
+    let failure: RunFailure | undefined = watchdog.killedFor ?? limit;
 
     const ran = /"exit-code"\s*:/.test(status);
     if (spawnError && !failure) {

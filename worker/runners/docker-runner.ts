@@ -24,14 +24,14 @@ import { constants as fsConstants, existsSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
-import { failedPrecondition, wrap } from '../../common/errors.ts';
+import { failedPrecondition, messageOf, wrap } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { failedRun, type RunFailure, type RunOutcome, type RunSpec, type Runner, type Variation } from '../../execution/runner.ts';
 import { ContainerPool, moveEntries, type Slot, type SlotConfig } from './container-pool.ts';
 import { DockerEngine, type DockerReady, type DockerRunnerOptions } from './docker-engine.ts';
 import { AttachDemux, CONTAINER_IMAGE, parseImage, SCRIPT_FIFO, STATUS_NO_WORKDIR, wrapperScript } from './docker-support.ts';
 import { chownDirs } from './exec-root-ownership.ts';
-import { checkSpec, fileSizeFailure, isFailure, limitFailure, LIMIT_POLL_MS, Watchdog } from './supervision.ts';
+import { accounting, checkSpec, fileSizeFailure, isFailure, limitFailure, LIMIT_POLL_MS, Watchdog } from './supervision.ts';
 
 export { CONTAINER_IMAGE, parseImage } from './docker-support.ts';
 export { LABEL_HOST, LABEL_INSTANCE, LABEL_PID, LABEL_PID_START, LABEL_RUNNER, LABEL_WORKER, dockerOptions, type DockerReady, type DockerRunnerOptions } from './docker-engine.ts';
@@ -127,7 +127,7 @@ export class DockerRunner implements Runner {
     try {
       await this.engine.prepare();
     } catch (e) {
-      return fail({ kind: 'sandbox-error', message: `docker runner setup failed: ${(e as Error).message}` });
+      return fail({ kind: 'sandbox-error', message: `docker runner setup failed: ${messageOf(e)}` });
     }
     if (this.disposed) return fail({ kind: 'sandbox-error', message: 'docker runner disposed' });
     // Not present: the client's problem (FAILED_PRECONDITION), thrown to the executor.
@@ -180,7 +180,7 @@ export class DockerRunner implements Runner {
         this.engine.forgetImage(ref);
         throw this.engine.missingImage(ref, imageValue);
       }
-      return fail({ kind: 'sandbox-error', message: `container setup failed: ${(e as Error).message}` });
+      return fail({ kind: 'sandbox-error', message: `container setup failed: ${messageOf(e)}` });
     } finally {
       if (slot) this.pool.discard(slot);
     }
@@ -279,24 +279,16 @@ export class DockerRunner implements Runner {
       }
       watchdog.stop();
       const completedAt = new Date();
-      const usage = { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 };
+      let usage: RunOutcome['usage'] = { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 };
       let exitCode: number;
       const killedFor = watchdog.killedFor;
       let failure: RunFailure | undefined = killedFor;
       if (demux.complete && !killedFor) {
         exitCode = demux.status!;
         stream.destroy?.();
-        if (cg) {
-          try {
-            const [ev, u] = await Promise.all([cg.limitEvents(), cg.usage()]);
-            usage.userCpuMs = u.userCpuMs;
-            usage.systemCpuMs = u.systemCpuMs;
-            usage.maxRssBytes = u.memoryPeakBytes ?? 0;
-            if (exitCode !== 0) failure = limitFailure(ev, spec.limits);
-          } catch {
-            // Accounting is best effort.
-          }
-        }
+        const used = await accounting(cg, spec.limits, exitCode);
+        usage = used.usage;
+        failure = used.limit;
         if (exitCode === STATUS_NO_WORKDIR) {
           failure = { kind: 'sandbox-error', message: `cannot enter the working directory ${spec.workingDirectory}` };
           exitCode = -1;

@@ -3,8 +3,8 @@
 // when one of them fires, and say in words which limit ended it.
 import { constants as osConstants } from 'node:os';
 import { isAbsolute, posix } from 'node:path';
-import type { ResourceLimits, RunFailure, RunSpec } from '../../execution/runner.ts';
-import type { LimitEvents } from './cgroup-files.ts';
+import type { ResourceLimits, RunFailure, RunOutcome, RunSpec } from '../../execution/runner.ts';
+import type { CgroupUsage, LimitEvents } from './cgroup-files.ts';
 
 /** How often the kernel's limit counters are read while an action runs. */
 export const LIMIT_POLL_MS = 50;
@@ -64,6 +64,26 @@ export function limitFailure(ev: LimitEvents, limits: ResourceLimits): RunFailur
   }
   if (ev.pidsLimitHits > 0) return { kind: 'process-limit', message: `process limit of ${limits.maxProcesses} reached` };
   return undefined;
+}
+
+/**
+ * What a finished run used, from its cgroup, and the limit that ended it when the kernel counted
+ * one (worth asking only when it did not exit 0). Best effort: nothing when the cgroup is gone.
+ */
+export async function accounting(
+  cg: { limitEvents(): Promise<LimitEvents>; usage(): Promise<CgroupUsage> } | undefined,
+  limits: ResourceLimits,
+  exitCode: number,
+): Promise<{ usage: RunOutcome['usage']; limit?: RunFailure }> {
+  const usage = { userCpuMs: 0, systemCpuMs: 0, maxRssBytes: 0 };
+  if (!cg) return { usage };
+  try {
+    const [ev, u] = await Promise.all([cg.limitEvents(), cg.usage()]);
+    const limit = exitCode !== 0 ? limitFailure(ev, limits) : undefined;
+    return { usage: { userCpuMs: u.userCpuMs, systemCpuMs: u.systemCpuMs, maxRssBytes: u.memoryPeakBytes ?? 0 }, ...(limit ? { limit } : {}) };
+  } catch {
+    return { usage };
+  }
 }
 
 /** An exit by SIGXFSZ under a file-size limit: that limit ended the run. */
