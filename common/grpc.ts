@@ -75,19 +75,7 @@ export function unary<Req, Res>(
   method: string,
   fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>,
 ): grpc.handleUnaryCall<Req, Res> {
-  return (call, callback) => {
-    const end = beginCall(ctx, method, call);
-    fn(call.request, call).then(
-      (res) => {
-        end(undefined);
-        callback(null, res);
-      },
-      (err: unknown) => {
-        end(err);
-        callback(toServiceError(err));
-      },
-    );
-  };
+  return (call, callback) => answer(beginCall(ctx, method, call), fn(call.request, call), callback);
 }
 
 /** A client-streaming handler: `fn` reads the call and resolves with the one response. */
@@ -96,19 +84,21 @@ export function clientStream<Req, Res>(
   method: string,
   fn: (call: grpc.ServerReadableStream<Req, Res>) => Promise<Res>,
 ): grpc.handleClientStreamingCall<Req, Res> {
-  return (call, callback) => {
-    const end = beginCall(ctx, method, call);
-    fn(call).then(
-      (res) => {
-        end(undefined);
-        callback(null, res);
-      },
-      (err: unknown) => {
-        end(err);
-        callback(toServiceError(err));
-      },
-    );
-  };
+  return (call, callback) => answer(beginCall(ctx, method, call), fn(call), callback);
+}
+
+/** Hand a call's one response (or its error, as a status) to gRPC, and close its accounting. */
+function answer<Res>(end: (err: unknown) => void, response: Promise<Res>, callback: grpc.sendUnaryData<Res>): void {
+  response.then(
+    (res) => {
+      end(undefined);
+      callback(null, res);
+    },
+    (err: unknown) => {
+      end(err);
+      callback(toServiceError(err));
+    },
+  );
 }
 
 export const REQUEST_METADATA_KEY = 'build.bazel.remote.execution.v2.requestmetadata-bin';
