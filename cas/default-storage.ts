@@ -11,6 +11,7 @@
 // (`actionCache.checkCompleteness`, default on), and on schedulers and workers across all shards.
 import { join } from 'node:path';
 import type { Config } from '../common/config.ts';
+import { credentialsConfigured, isLoopback } from '../common/auth/index.ts';
 import type { ActionCacheConfig, BlobStoreConfig, ClientWrites } from '../common/storage-config.ts';
 
 export type StorageRole = 'serve' | 'cas' | 'scheduler' | 'worker';
@@ -20,9 +21,15 @@ export interface StorageTrees {
   actionCache: ActionCacheConfig;
 }
 
-/** Client writes where the role serves clients: a cache-only `serve` takes them, anything executing actions does not. */
+/**
+ * Client writes where the role serves clients: `serve` takes those of a cache-only server and of
+ * the machine's own user (no credentials configured, loopback: as a `--disk_cache` would); where
+ * actions are executed for authenticated clients, and on storage nodes, only workers write.
+ */
 function defaultClientWrites(config: Config, role: StorageRole): ClientWrites {
-  return config.actionCache.clientWrites ?? (role === 'serve' && !config.execution.enabled ? 'allow' : 'deny');
+  if (config.actionCache.clientWrites) return config.actionCache.clientWrites;
+  const localUser = !credentialsConfigured(config) && (isLoopback(config.listen) || config.auth.insecure);
+  return role === 'serve' && (!config.execution.enabled || localUser) ? 'allow' : 'deny';
 }
 
 export function storageTrees(config: Config, role: StorageRole): StorageTrees {

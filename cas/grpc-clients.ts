@@ -3,6 +3,9 @@
 // code, message prefixed with the node's address so a fleet operator knows which node failed).
 import * as grpc from '@grpc/grpc-js';
 import { internal, invalidArgument, ReapiError } from '../common/errors.ts';
+import { FLEET_TOKEN_HEADER } from '../common/auth/authenticator.ts';
+import type { Config } from '../common/config.ts';
+import { clientToken, grpcChannelCredentials, metadataInterceptor } from '../common/tls.ts';
 import {
   decode,
   services,
@@ -21,21 +24,11 @@ export interface StorageClientOptions {
   channelOptions?: grpc.ChannelOptions;
   /** The fleet's shared secret, sent with every call (FLEET_TOKEN_HEADER). */
   fleetToken?: string;
+  /** TLS trust and client certificate, and the bearer token to send (`client` of the config). */
+  client?: Config['client'];
 }
 
-/** Metadata key carrying the fleet token from schedulers and workers to storage nodes. */
-export const FLEET_TOKEN_HEADER = 'x-reapi-fleet-token';
-
-/** An interceptor adding the fleet token to every call's metadata. */
-function fleetTokenInterceptor(token: string): grpc.Interceptor {
-  return (options, nextCall) =>
-    new grpc.InterceptingCall(nextCall(options), {
-      start(metadata, listener, next) {
-        metadata.set(FLEET_TOKEN_HEADER, token);
-        next(metadata, listener);
-      },
-    });
-}
+export { FLEET_TOKEN_HEADER };
 
 export interface StorageClients {
   /** The address as given (for messages and logs). */
@@ -80,12 +73,16 @@ export function connectStorage(address: string, opts: StorageClientOptions = {})
     'grpc.max_reconnect_backoff_ms': 5_000,
     ...opts.channelOptions,
   };
-  const creds = tls ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
+  const creds = grpcChannelCredentials(tls, opts.client ?? {});
+  const headers: Record<string, string> = {};
+  if (opts.fleetToken !== undefined) headers[FLEET_TOKEN_HEADER] = opts.fleetToken;
+  const token = opts.client ? clientToken(opts.client) : undefined;
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
   const channel = new grpc.Channel(target, creds, channelOptions);
   const shared = {
     ...channelOptions,
     channelOverride: channel,
-    ...(opts.fleetToken !== undefined ? { interceptors: [fleetTokenInterceptor(opts.fleetToken)] } : {}),
+    ...(Object.keys(headers).length ? { interceptors: [metadataInterceptor(headers)] } : {}),
   };
   const cas = new services.ContentAddressableStorage(target, creds, shared);
   const byteStream = new services.ByteStream(target, creds, shared);

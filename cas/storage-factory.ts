@@ -55,7 +55,7 @@ export async function buildStorage(trees: StorageTrees, deps: StorageDeps): Prom
   const connect = (address: string): StorageClients => {
     let c = connections.get(address);
     if (!c) {
-      c = connectStorage(address, { maxMessageBytes: config.maxMessageBytes, ...(config.fleetToken !== undefined ? { fleetToken: config.fleetToken } : {}) });
+      c = connectStorage(address, { maxMessageBytes: config.maxMessageBytes, client: config.client, ...(config.fleetToken !== undefined ? { fleetToken: config.fleetToken } : {}) });
       connections.set(address, c);
     }
     return c;

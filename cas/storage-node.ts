@@ -6,6 +6,7 @@ import type { ServiceContext } from '../common/grpc.ts';
 import type { Logger } from '../common/logger.ts';
 import { Metrics } from '../common/metrics.ts';
 import { startServer } from '../common/server.ts';
+import { createGuard, type CallGuard } from '../common/auth/index.ts';
 import { serviceDefinitions } from '../protos/index.ts';
 import type { StorageContext } from './services/storage-context.ts';
 import { actionCacheService } from './services/action-cache-service.ts';
@@ -56,20 +57,21 @@ export async function startStorageNode(config: Config, logger: Logger, metrics =
     config.fleetToken === undefined
       ? '; this storage node has no fleet token, so no worker can write either: give storage nodes, schedulers and workers the same --fleet-token-file (or $REAPI_FLEET_TOKEN)'
       : '; workers and schedulers write by presenting the fleet token';
+  const guard = createGuard(config);
   const storage = await createStorage('cas', { config, metrics, logger, denyHint });
   const { services, close } = storageServices({
     blobs: storage.blobs,
     actionCache: storage.actionCache,
     clientWrites: storage.clientWrites,
     config,
-    service: serviceContexts(metrics, logger),
+    service: serviceContexts(metrics, logger, guard),
     execEnabled: false,
     ...(config.fleetToken !== undefined ? { fleetToken: config.fleetToken } : {}),
   });
   if (config.fleetToken === undefined) {
     logger.warn('no fleet token (--fleet-token-file or $REAPI_FLEET_TOKEN): this storage node accepts no ActionCache writes from workers; give storage nodes, schedulers and workers the same token');
   }
-  const server = await startServer({ config, logger, metrics, services });
+  const server = await startServer({ config, logger, metrics, services, guard });
   logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, backend: config.storage.backend }, 'storage node listening');
   return {
     grpcPort: server.grpcPort,
@@ -84,6 +86,6 @@ export async function startStorageNode(config: Config, logger: Logger, metrics =
   };
 }
 
-export function serviceContexts(metrics: Metrics, logger: Logger): (name: string) => ServiceContext {
-  return (name) => ({ service: name, metrics, logger: logger.child({ service: name }) });
+export function serviceContexts(metrics: Metrics, logger: Logger, guard?: CallGuard): (name: string) => ServiceContext {
+  return (name) => ({ service: name, metrics, logger: logger.child({ service: name }), ...(guard ? { guard } : {}) });
 }

@@ -25,6 +25,15 @@ export interface CommonFlags {
   varyDirectoryOrder?: boolean;
   dockerHost?: string;
   fleetTokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  tokensFile?: string;
+  insecure?: boolean;
+  tlsCa?: string;
+  tlsClientCert?: string;
+  tlsClientKey?: string;
+  tokenFile?: string;
 }
 
 function rate(name: string) {
@@ -49,6 +58,11 @@ export function addCommonFlags(cmd: Command): Command {
     .option('--http-port <port>', 'HTTP port for /metrics and /healthz (default 8981)', int('--http-port'))
     .option('--listen <address>', 'address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)')
     .option('--fleet-token-file <file>', 'shared secret of the fleet\'s storage nodes, schedulers and workers (default $REAPI_FLEET_TOKEN)')
+    .option('--tls-cert <file>', 'serve gRPC and HTTP over TLS with this PEM certificate chain (re-read when it changes)')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+    .option('--tls-client-ca <file>', 'require client certificates signed by this PEM CA (mTLS); their subject CN or SAN is the principal')
+    .option('--tokens-file <file>', 'static bearer tokens: lines "PRINCIPAL TOKEN" (permissions in auth.principals)')
+    .option('--insecure', 'allow listening beyond loopback without TLS and credentials')
     .option('--data-dir <dir>', 'where blobs and the action cache live (default .reapi-data)')
     .option('--max-cas-bytes <size>', 'CAS size cap, e.g. 50GiB; least recently used blobs are evicted past it')
     .addOption(new Option('--storage <backend>', 'blob storage backend').choices(['disk', 'memory']))
@@ -70,8 +84,20 @@ export function addExecutionFlags(cmd: Command, opts: { storageNodes: boolean })
     .addOption(new Option('--on-mismatch <what>', 'a nondeterministic action answers its first result with a warning, or fails').choices(['warn', 'fail']))
     .option('--vary-clock', 'opt-in variation: run the second execution under libfaketime (a later wall clock)')
     .option('--vary-directory-order', 'opt-in variation: serve the second execution its inputs through disorderfs (shuffled directory order)');
-  if (opts.storageNodes) cmd.option('--cas <addresses>', 'storage nodes HOST:PORT[,HOST:PORT] (blobs sharded by digest)');
+  if (opts.storageNodes) {
+    cmd.option('--cas <addresses>', 'storage nodes HOST:PORT, grpc://HOST:PORT or grpcs://HOST:PORT, comma-separated (blobs sharded by digest)');
+    addClientTlsFlags(cmd);
+  }
   return cmd;
+}
+
+/** How this process calls reapi servers: TLS trust, client certificate, bearer token. */
+export function addClientTlsFlags(cmd: Command): Command {
+  return cmd
+    .option('--tls-ca <file>', 'PEM CA to verify grpcs:// servers with (default: the system roots)')
+    .option('--tls-client-cert <file>', 'PEM client certificate to present to grpcs:// servers (mTLS)')
+    .option('--tls-client-key <file>', 'the PEM private key of --tls-client-cert')
+    .option('--token-file <file>', 'file holding the bearer token to send (default $REAPI_TOKEN_FILE)');
 }
 
 /** Config file, then environment, then flags. */
@@ -107,6 +133,9 @@ export function configFromFlags(flags: CommonFlags): Config {
       faketime: flags.varyClock,
       directoryOrder: flags.varyDirectoryOrder,
     },
+    tls: { cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa },
+    auth: { tokensFile: flags.tokensFile, insecure: flags.insecure },
+    client: { ca: flags.tlsCa, cert: flags.tlsClientCert, key: flags.tlsClientKey, tokenFile: flags.tokenFile ?? process.env.REAPI_TOKEN_FILE },
     worker: {
       workDir: flags.workDir,
       concurrency: flags.concurrency === undefined ? undefined : Number(flags.concurrency),

@@ -6,6 +6,7 @@ import { createStorage, type Storage } from '../cas/storage-factory.ts';
 import type { QuarantineHooks } from '../cas/write-policy-action-cache.ts';
 import type { Config } from '../common/config.ts';
 import { messageOf } from '../common/errors.ts';
+import { createGuard, type CallGuard } from '../common/auth/index.ts';
 import type { Logger } from '../common/logger.ts';
 import { Metrics } from '../common/metrics.ts';
 import { startServer } from '../common/server.ts';
@@ -81,14 +82,14 @@ function executionServices(deps: Parameters<typeof executionService>[0]): Servic
  * The client-facing half shared by `reapi serve` and `reapi scheduler`: queue, verification, the
  * storage services over `blobs`/`actionCache` with the execution write policy, and Execution.
  */
-function frontDoor(config: Config, logger: Logger, metrics: Metrics, storage: Storage, hooks: QuarantineHooks) {
+function frontDoor(config: Config, logger: Logger, metrics: Metrics, storage: Storage, hooks: QuarantineHooks, guard: CallGuard) {
   const { blobs, actionCache } = storage;
   const queue = createQueue(config, logger);
   metrics.sources.queue = () => queue.stats();
   const v = createVerification(config, logger, blobs, actionCache, queue);
   // The write policy of the storage chain hands quarantined client writes to the auditor.
   hooks.onQuarantine = (...args) => v.auditor.quarantinedWrite(...args);
-  const service = serviceContexts(metrics, logger);
+  const service = serviceContexts(metrics, logger, guard);
   const storageSvc = storageServices({
     blobs,
     actionCache,
@@ -113,15 +114,16 @@ function frontDoor(config: Config, logger: Logger, metrics: Metrics, storage: St
 
 /** `reapi serve`: storage, scheduler and a local worker in one process. */
 export async function startServe(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<RunningRole> {
+  const guard = createGuard(config);
   const hooks: QuarantineHooks = {};
   const storage = await createStorage('serve', { config, metrics, logger, hooks });
   if (!config.execution.enabled) {
-    const storageSvc = storageServices({ blobs: storage.blobs, actionCache: storage.actionCache, clientWrites: storage.clientWrites, config, service: serviceContexts(metrics, logger), execEnabled: false });
-    const server = await startServer({ config, logger, metrics, services: storageSvc.services });
+    const storageSvc = storageServices({ blobs: storage.blobs, actionCache: storage.actionCache, clientWrites: storage.clientWrites, config, service: serviceContexts(metrics, logger, guard), execEnabled: false });
+    const server = await startServer({ config, logger, metrics, services: storageSvc.services, guard });
     logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: false }, 'reapi serve listening');
     return { ...server, close: async () => (await server.close(), storageSvc.close()) };
   }
-  const front = frontDoor(config, logger, metrics, storage, hooks);
+  const front = frontDoor(config, logger, metrics, storage, hooks, guard);
   const v = front.verification;
   const worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue: front.queue, reports: v.reports, feedback: v.feedback }).catch(
     (err: unknown) => {
@@ -132,7 +134,7 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
       );
     },
   );
-  const server = await startServer({ config, logger, metrics, services: front.services, routes: v.routes });
+  const server = await startServer({ config, logger, metrics, services: front.services, routes: v.routes, guard });
   logger.info(
     { grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: true, verifyRate: config.verification.verifyRate, auditRate: config.verification.auditRate },
     'reapi serve listening',
@@ -155,10 +157,11 @@ export async function startCas(config: Config, logger: Logger): Promise<RunningR
 /** `reapi scheduler`: the whole REAPI surface; storage forwarded to the --cas nodes, jobs on Redis. */
 export async function startScheduler(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<RunningRole> {
   if (!config.redis) throw new Error('reapi scheduler needs --redis URL (or REDIS_URL)');
+  const guard = createGuard(config);
   const hooks: QuarantineHooks = {};
   const storage = await createStorage('scheduler', { config, metrics, logger, hooks });
-  const front = frontDoor(config, logger, metrics, storage, hooks);
-  const server = await startServer({ config, logger, metrics, services: front.services, routes: front.verification.routes });
+  const front = frontDoor(config, logger, metrics, storage, hooks, guard);
+  const server = await startServer({ config, logger, metrics, services: front.services, routes: front.verification.routes, guard });
   logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, cas: config.cas }, 'reapi scheduler listening');
   return {
     ...server,
@@ -178,7 +181,7 @@ export async function startWorkerRole(config: Config, logger: Logger, metrics = 
   const queue = createQueue(config, logger);
   const v = createVerification(config, logger, blobs, actionCache, queue);
   const worker = await startWorker({ config, logger, metrics, blobs, actionCache, queue, reports: v.reports, feedback: v.feedback });
-  const server = await startServer({ config, logger, metrics, services: [] });
+  const server = await startServer({ config, logger, metrics, services: [], guard: createGuard(config) });
   return {
     ...server,
     close: async () => {

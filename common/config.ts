@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseSize } from './sizes.ts';
 import { actionCacheConfigSchema, blobStoreConfigSchema, sizeBytes } from './storage-config.ts';
+import { permissionSchema } from './auth/permissions.ts';
 
 export { parseSize };
 
@@ -21,6 +22,62 @@ export const configSchema = z
      * from callers presenting it. Unset on a storage node: every AC write is a client's.
      */
     fleetToken: z.string().min(16, 'the fleet token must have at least 16 characters').optional(),
+    /** TLS on every gRPC and HTTP listener of this role; files are re-read when they change. */
+    tls: z
+      .object({
+        /** PEM certificate chain and key of this server. */
+        cert: z.string().optional(),
+        key: z.string().optional(),
+        /** PEM CA bundle: client certificates are required and verified against it (mTLS). */
+        clientCa: z.string().optional(),
+      })
+      .strict()
+      .prefault({}),
+    /** Who may call this role and what they may do (common/auth/). */
+    auth: z
+      .object({
+        /** Principals (mTLS subject CN/SAN, static-token or JWT subject) and their permissions. */
+        principals: z
+          .array(
+            z
+              .object({
+                name: z.string().min(1),
+                permissions: z.array(permissionSchema),
+                /** Instance-name prefixes this principal is limited to. */
+                instances: z.array(z.string()).optional(),
+              })
+              .strict(),
+          )
+          .default([]),
+        /** Static bearer tokens: a file of lines "PRINCIPAL TOKEN". */
+        tokensFile: z.string().optional(),
+        /** Bearer JWTs, verified against a PEM public key or a JWKS file. */
+        jwt: z
+          .object({ issuer: z.string(), audience: z.string(), keysFile: z.string(), principalClaim: z.string().default('sub') })
+          .strict()
+          .optional(),
+        /** What callers without credentials may do where credentials are configured (default: nothing). */
+        anonymous: z.array(permissionSchema).default([]),
+        /** /metrics answers without credentials (default true: Prometheus scrapes it). */
+        openMetrics: z.boolean().default(true),
+        /** Allow listening beyond loopback without TLS and credentials (`--insecure`). */
+        insecure: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    /** How this process calls other reapi servers (storage nodes, the scheduler): TLS and credentials. */
+    client: z
+      .object({
+        /** PEM CA bundle to verify servers with (default: the system roots). */
+        ca: z.string().optional(),
+        /** PEM client certificate and key (mTLS). */
+        cert: z.string().optional(),
+        key: z.string().optional(),
+        /** A file holding the bearer token to send. */
+        tokenFile: z.string().optional(),
+      })
+      .strict()
+      .prefault({}),
     dataDir: z.string().default('.reapi-data'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     storage: z

@@ -8,6 +8,8 @@ export interface GrpcServerOptions {
   port: number;
   maxMessageBytes: number;
   services: Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>;
+  /** Default: plaintext. */
+  credentials?: grpc.ServerCredentials;
 }
 
 export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server: grpc.Server; port: number }> {
@@ -22,7 +24,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
   for (const [definition, impl] of opts.services) server.addService(applyMethodOverrides(definition, impl), impl);
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:${opts.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(`${host}:${opts.port}`, opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
   });
   return { server, port };
 }

@@ -5,11 +5,19 @@ import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { decode } from '../protos/index.ts';
 import { ReapiError, statusName, toStatus, toServiceError } from './errors.ts';
+import type { CallGuard } from './auth/guard.ts';
 
 export interface ServiceContext {
   service: string;
   metrics: Metrics;
   logger: Logger;
+  /** Who may call (common/auth/guard.ts); every call is admitted through it first. */
+  guard?: CallGuard;
+}
+
+/** Admit the call through the service's guard, if it has one. */
+function admitted(ctx: ServiceContext, method: string, call: { metadata: grpc.Metadata }, request?: unknown): Promise<unknown> {
+  return ctx.guard ? ctx.guard.admit(ctx.service, method, call, request) : Promise.resolve();
 }
 
 export type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
@@ -75,7 +83,7 @@ export function unary<Req, Res>(
   method: string,
   fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>,
 ): grpc.handleUnaryCall<Req, Res> {
-  return (call, callback) => answer(beginCall(ctx, method, call), fn(call.request, call), callback);
+  return (call, callback) => answer(beginCall(ctx, method, call), admitted(ctx, method, call, call.request).then(() => fn(call.request, call)), callback);
 }
 
 /** A client-streaming handler: `fn` reads the call and resolves with the one response. */
@@ -84,7 +92,7 @@ export function clientStream<Req, Res>(
   method: string,
   fn: (call: grpc.ServerReadableStream<Req, Res>) => Promise<Res>,
 ): grpc.handleClientStreamingCall<Req, Res> {
-  return (call, callback) => answer(beginCall(ctx, method, call), fn(call), callback);
+  return (call, callback) => answer(beginCall(ctx, method, call), admitted(ctx, method, call).then(() => fn(call)), callback);
 }
 
 /** Hand a call's one response (or its error, as a status) to gRPC, and close its accounting. */
@@ -159,7 +167,7 @@ export function serverStream<Req, Res>(
         call.once('cancelled', onCancel);
       });
     };
-    fn(call.request, send, call).then(
+    admitted(ctx, method, call, call.request).then(() => fn(call.request, send, call)).then(
       () => {
         end(undefined);
         call.end();

@@ -7,6 +7,8 @@ import { startGrpcServer, stopGrpcServer } from './grpc-server.ts';
 import { startHttpServer, type JsonRoute } from './http-server.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
+import type { CallGuard } from './auth/guard.ts';
+import { grpcServerCredentials, httpsOptions } from './tls.ts';
 
 export interface RunningServer {
   grpcPort: number;
@@ -21,10 +23,12 @@ export async function startServer(opts: {
   services: Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>;
   routes?: Record<string, JsonRoute>;
   health?: () => Promise<void>;
+  /** Who may call the HTTP side (the gRPC services carry it in their contexts). */
+  guard?: CallGuard;
 }): Promise<RunningServer> {
   const { config, logger, metrics } = opts;
   const grpcServer = opts.services.length
-    ? await startGrpcServer({ host: config.listen, port: config.port, maxMessageBytes: config.maxMessageBytes, services: opts.services })
+    ? await startGrpcServer({ host: config.listen, port: config.port, maxMessageBytes: config.maxMessageBytes, services: opts.services, credentials: grpcServerCredentials(config.tls) })
     : undefined;
   let http: HttpServer;
   let httpPort: number;
@@ -36,6 +40,9 @@ export async function startServer(opts: {
       logger,
       routes: opts.routes,
       health: opts.health,
+      tls: httpsOptions(config.tls),
+      ...(opts.guard ? { guard: opts.guard } : {}),
+      openMetrics: config.auth.openMetrics,
     }));
   } catch (err) {
     if (grpcServer) await stopGrpcServer(grpcServer.server, 0);

@@ -355,7 +355,9 @@ describe('determinism: verification, audits, write policy, reports (reapi serve)
         await rm(dir, { recursive: true, force: true });
       }
     }
-    main = await startFixture({ verification: { verifyRate: 1, directoryOrder: true } });
+    // Callers are anonymous clients with permissions (not the trusted local user): the server
+    // treats them as the clients of a shared deployment.
+    main = await startFixture({ verification: { verifyRate: 1, directoryOrder: true }, auth: { anonymous: ['cache-read', 'cache-write', 'execute', 'reports-read'] } });
   });
 
   after(async () => {
@@ -491,7 +493,7 @@ describe('determinism: verification, audits, write policy, reports (reapi serve)
       assert.equal(await cachedResult(main.c, action.actionDigest), undefined);
     });
 
-    test('where actions are executed, client ActionCache writes are denied by default', async () => {
+    test('where actions are executed, client ActionCache writes are denied by default (clients other than the local user)', async () => {
       const action = await uploadAction(main.c, { sh: 'true' });
       await assert.rejects(updateActionResult(main, action.actionDigest, { exit_code: 0 }, { mnemonic: 'X', target: '//x' }), (err: grpc.ServiceError) => {
         assert.equal(err.code, grpc.status.PERMISSION_DENIED);

@@ -139,7 +139,7 @@ describe('ActionCache writes at a storage node', () => {
     await expectGrpcError(unary(s.actionCache, s.actionCache.GetActionResult, { action_digest: d }), grpc.status.NOT_FOUND);
   });
 
-  test('a wrong token is a client; the fleet token writes and its provenance is kept', async () => {
+  test('a wrong token is refused as a credential (UNAUTHENTICATED); the fleet token writes and its provenance is kept', async () => {
     const d = digestOf(Buffer.from(`fleet ${randomUUID()}`));
     const wrong = new grpc.Metadata();
     wrong.set(FLEET_TOKEN_HEADER, 'not-the-fleet-token-at-all');
@@ -147,7 +147,8 @@ describe('ActionCache writes at a storage node', () => {
       new Promise((resolve, reject) =>
         s.actionCache.UpdateActionResult({ action_digest: d, action_result: forged() }, wrong, (err, res) => (err ? reject(err) : resolve(res))),
       ),
-      grpc.status.PERMISSION_DENIED,
+      grpc.status.UNAUTHENTICATED,
+      /fleet token presented is not this server's/,
     );
     const fleet = connectStorage(s.address, { fleetToken: TEST_FLEET_TOKEN });
     try {

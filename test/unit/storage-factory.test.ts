@@ -29,10 +29,14 @@ async function metricValue(metrics: Metrics, name: string, labels: Record<string
 
 describe('storage config trees', () => {
   it('expand the flags to each role\u2019s default tree', () => {
+    // On loopback with no credentials configured, the caller is the machine's own user: its writes are kept.
     assert.deepEqual(storageTrees(config({ dataDir: '/d' }), 'serve'), {
       contentAddressableStorage: { disk: { path: '/d', maxBytes: 10 * 1024 ** 3, verifyBeforeServeBytes: 4 * 1024 ** 2 } },
-      actionCache: { writePolicy: { clientWrites: 'deny', backend: { completenessChecking: { backend: { disk: { path: '/d/ac' } } } } } },
+      actionCache: { writePolicy: { clientWrites: 'allow', backend: { completenessChecking: { backend: { disk: { path: '/d/ac' } } } } } },
     });
+    // With credentials, where actions are executed, only workers write.
+    const withTokens = storageTrees(config({ dataDir: '/d', auth: { tokensFile: '/t', principals: [{ name: 'ci', permissions: ['cache-read'] }] } }), 'serve');
+    assert.deepEqual(withTokens.actionCache, { writePolicy: { clientWrites: 'deny', backend: { completenessChecking: { backend: { disk: { path: '/d/ac' } } } } } });
     const cacheOnly = storageTrees(config({ execution: { enabled: false }, storage: { backend: 'memory' } }), 'serve');
     assert.deepEqual(cacheOnly.actionCache, { writePolicy: { clientWrites: 'allow', backend: { completenessChecking: { backend: { memory: {} } } } } });
     assert.deepEqual(storageTrees(config({ actionCache: { checkCompleteness: false } }), 'cas').actionCache, { writePolicy: { clientWrites: 'deny', backend: { disk: { path: '.reapi-data/ac' } } } });
