@@ -2,7 +2,8 @@
 // one shared channel, plus the mapping of a node's gRPC errors to our ReapiError (same status
 // code, message prefixed with the node's address so a fleet operator knows which node failed).
 import * as grpc from '@grpc/grpc-js';
-import { internal, invalidArgument, ReapiError } from '../common/errors.ts';
+import { internal, ReapiError } from '../common/errors.ts';
+import { parseEndpoint } from '../common/endpoint.ts';
 import { FLEET_TOKEN_HEADER } from '../common/auth/authenticator.ts';
 import type { Config } from '../common/config.ts';
 import { clientToken, grpcChannelCredentials, metadataInterceptor } from '../common/tls.ts';
@@ -46,18 +47,8 @@ export interface StorageClients {
   close(): void;
 }
 
-/**
- * Parse `host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with the system roots);
- * IPv6 hosts in brackets (`[::1]:8980`). The port is required.
- */
-export function parseStorageAddress(address: string): { target: string; tls: boolean } {
-  const m = /^(?:(grpcs?):\/\/)?(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):(\d{1,5})\/?$/.exec(address.trim());
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 65535) {
-    throw invalidArgument(`storage address "${address}" is not HOST:PORT, grpc://HOST:PORT or grpcs://HOST:PORT`);
-  }
-  return { target: `${m[2]}:${port}`, tls: m[1] === 'grpcs' };
-}
+/** A storage node's address (see parseEndpoint). */
+export const parseStorageAddress = parseEndpoint;
 
 export function connectStorage(address: string, opts: StorageClientOptions = {}): StorageClients {
   const { target, tls } = parseStorageAddress(address);

@@ -13,6 +13,7 @@ import type { Command } from 'commander';
 // Only light modules here: the gRPC client loads while cargo starts (see runCargo).
 import { PolicyError } from '../clients/cargo/policy.ts';
 import { DEFAULT_ENDPOINT, endpointAddress, policyFor } from '../clients/cargo/settings.ts';
+import { clientEnv, clientSettings } from '../common/tls.ts';
 import type { BuildScriptRecord, CargoDaemon } from '../clients/cargo/daemon.ts';
 
 const BIN_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../bin');
@@ -26,6 +27,10 @@ interface CargoFlags {
   cargo?: string;
   summaryJson?: string;
   quiet?: boolean;
+  tlsCa?: string;
+  tlsClientCert?: string;
+  tlsClientKey?: string;
+  tokenFile?: string;
 }
 
 async function runCargo(args: string[], flags: CargoFlags): Promise<number> {
@@ -43,8 +48,10 @@ async function runCargo(args: string[], flags: CargoFlags): Promise<number> {
     // Cargo shows a build script's stderr only when it fails: say it here.
     if (r.warning && r.exitCode === 0) process.stderr.write(`reapi: warning: build script of ${r.crate}: ${r.warning}\n`);
   };
+  const client = clientSettings({ ca: flags.tlsCa, cert: flags.tlsClientCert, key: flags.tlsClientKey, tokenFile: flags.tokenFile });
   const env: NodeJS.ProcessEnv = {
     ...process.env,
+    ...clientEnv(client),
     RUSTC_WRAPPER: RUSTC_WRAPPER,
     REAPI_CARGO_SOCKET: socket,
     REAPI_ENDPOINT: endpoint,
@@ -62,7 +69,7 @@ async function runCargo(args: string[], flags: CargoFlags): Promise<number> {
       import('../clients/cargo/build-script-action.ts'),
       import('../clients/cargo/daemon.ts'),
     ]);
-    const clients = connectExec(address, instance);
+    const clients = connectExec(address, instance, client);
     try {
       return { clients, daemon: await startDaemon({ clients, endpoint, policy, invocationId: newInvocationId() }, socket, onResult) };
     } catch (e) {
@@ -152,6 +159,10 @@ export function registerCargoCommands(program: Command): void {
     .option('--cargo <program>', 'the cargo to run (default $REAPI_CARGO or cargo on PATH)')
     .option('--summary-json <file>', 'write what happened to each build script (cache hit, executed, exit code) as JSON')
     .option('--quiet', 'no summary line on stderr')
+    .option('--tls-ca <file>', 'PEM CA to verify a grpcs:// endpoint with (default $REAPI_TLS_CA, else the system roots)')
+    .option('--tls-client-cert <file>', 'PEM client certificate (mTLS; default $REAPI_TLS_CLIENT_CERT)')
+    .option('--tls-client-key <file>', 'its PEM key (default $REAPI_TLS_CLIENT_KEY)')
+    .option('--token-file <file>', 'file holding the bearer token to send (default $REAPI_TOKEN_FILE)')
     .allowUnknownOption(true)
     .action((args: string[], flags: CargoFlags) => runCargo(args, flags).then(exit, fail));
   program

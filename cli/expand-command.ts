@@ -2,7 +2,9 @@
 // on stdout; errors on stderr with a non-zero exit (101 when the macro panicked).
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { parseStorageAddress } from '../cas/grpc-clients.ts';
+import { parseEndpoint } from '../common/endpoint.ts';
+import { messageOf } from '../common/errors.ts';
+import { clientSettings } from '../common/tls.ts';
 import { DEFAULT_EXPAND_TIMEOUT_SECONDS, ExpandError, expand } from '../clients/expand-client.ts';
 import { connectExec } from '../clients/remote-execution.ts';
 
@@ -15,6 +17,10 @@ export interface ExpandFlags {
   timeout: string;
   isa: string;
   verbose?: boolean;
+  tlsCa?: string;
+  tlsClientCert?: string;
+  tlsClientKey?: string;
+  tokenFile?: string;
 }
 
 async function readStdin(): Promise<Buffer> {
@@ -28,11 +34,10 @@ export async function runExpand(flags: ExpandFlags): Promise<number> {
     process.stderr.write(`reapi expand: ${message.trimEnd()}\n`);
     return code;
   };
-  let target: string;
   try {
-    target = parseStorageAddress(flags.endpoint).target;
+    parseEndpoint(flags.endpoint);
   } catch (err) {
-    return fail((err as Error).message, 2);
+    return fail(messageOf(err), 2);
   }
   const timeoutSeconds = Number(flags.timeout);
   if (!(timeoutSeconds > 0)) return fail(`--timeout ${flags.timeout} is not a positive number of seconds`, 2);
@@ -45,7 +50,7 @@ export async function runExpand(flags: ExpandFlags): Promise<number> {
     return fail((err as Error).message, 2);
   }
   const input = await readStdin();
-  const c = connectExec(target, flags.instance);
+  const c = connectExec(flags.endpoint, flags.instance, clientSettings({ ca: flags.tlsCa, cert: flags.tlsClientCert, key: flags.tlsClientKey, tokenFile: flags.tokenFile }));
   try {
     const platform: Record<string, string> = flags.isa ? { ISA: flags.isa } : {};
     const started = performance.now();
@@ -68,7 +73,7 @@ export function registerExpandCommand(program: Command): void {
   program
     .command('expand')
     .description('expand a wasm proc macro through the fleet: tokens on stdin, expansion on stdout (cached by content)')
-    .option('--endpoint <url>', 'grpc://HOST:PORT of reapi serve or a scheduler', process.env.REAPI_ENDPOINT ?? 'grpc://127.0.0.1:8980')
+    .option('--endpoint <url>', 'grpc://HOST:PORT or grpcs://HOST:PORT of reapi serve or a scheduler', process.env.REAPI_ENDPOINT ?? 'grpc://127.0.0.1:8980')
     .requiredOption('--module <file>', 'the macro compiled to wasm')
     .requiredOption('--entry <name>', 'the exported macro function')
     .option('--attr <file>', "an attribute macro's attribute tokens (stdin is then the item)")
@@ -76,6 +81,10 @@ export function registerExpandCommand(program: Command): void {
     .option('--timeout <seconds>', 'wall-clock limit of the expansion', String(DEFAULT_EXPAND_TIMEOUT_SECONDS))
     .option('--isa <isa>', "pin the workers' ISA (NaN bit patterns differ between architectures); '' for any", 'x86-64')
     .option('--verbose', 'say on stderr whether it was a cache hit, and how long it took')
+    .option('--tls-ca <file>', 'PEM CA to verify a grpcs:// endpoint with (default $REAPI_TLS_CA, else the system roots)')
+    .option('--tls-client-cert <file>', 'PEM client certificate (mTLS; default $REAPI_TLS_CLIENT_CERT)')
+    .option('--tls-client-key <file>', 'its PEM key (default $REAPI_TLS_CLIENT_KEY)')
+    .option('--token-file <file>', 'file holding the bearer token to send (default $REAPI_TOKEN_FILE)')
     .action(async (flags: ExpandFlags) => {
       process.exitCode = await runExpand(flags);
     });

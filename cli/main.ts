@@ -59,8 +59,12 @@ addExecutionFlags(
 program
   .command('reports')
   .description('list nondeterminism and cache-poisoning reports of a running server, newest first')
-  .option('--http <url>', 'the server HTTP address', 'http://127.0.0.1:8981')
+  .option('--http <url>', 'the server HTTP address (https:// with TLS)', 'http://127.0.0.1:8981')
   .option('--json', 'print JSON')
+  .option('--tls-ca <file>', 'PEM CA to verify an https:// server with (default $REAPI_TLS_CA)')
+  .option('--tls-client-cert <file>', 'PEM client certificate (mTLS; default $REAPI_TLS_CLIENT_CERT)')
+  .option('--tls-client-key <file>', 'its PEM key (default $REAPI_TLS_CLIENT_KEY)')
+  .option('--token-file <file>', 'file holding the bearer token to send (default $REAPI_TOKEN_FILE)')
   .option('--target <label>', 'only reports for this target')
   .option('--mnemonic <mnemonic>', 'only reports for this mnemonic')
   .option('--kind <kind>', 'nondeterministic or cache-poisoning')

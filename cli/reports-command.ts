@@ -1,10 +1,19 @@
 // `reapi reports`: the nondeterminism and cache-poisoning reports of a running server, newest
 // first, read from its HTTP API (GET /api/reports).
 import type { Report } from '../execution/report-store.ts';
+import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Config } from '../common/config.ts';
 import { messageOf } from '../common/errors.ts';
+import { clientSettings, clientToken } from '../common/tls.ts';
 
 export interface ReportsFlags {
   http: string;
+  tlsCa?: string;
+  tlsClientCert?: string;
+  tlsClientKey?: string;
+  tokenFile?: string;
   json?: boolean;
   target?: string;
   mnemonic?: string;
@@ -18,14 +27,14 @@ export async function printReports(flags: ReportsFlags): Promise<void> {
     const v = flags[key];
     if (v) url.searchParams.set(key, v);
   }
-  let res: Response;
+  let res: { status: number; body: string };
   try {
-    res = await fetch(url);
+    res = await get(url, clientSettings({ ca: flags.tlsCa, cert: flags.tlsClientCert, key: flags.tlsClientKey, tokenFile: flags.tokenFile }));
   } catch (err) {
     throw new Error(`cannot reach ${url.origin}: ${messageOf(err)} (is reapi serve or reapi scheduler running there? set --http)`, { cause: err });
   }
-  if (!res.ok) throw new Error(`${url} answered ${res.status}: ${await res.text()}`);
-  const reports = (await res.json()) as Report[];
+  if (res.status !== 200) throw new Error(`${url} answered ${res.status}: ${res.body}`);
+  const reports = JSON.parse(res.body) as Report[];
   if (flags.json) {
     process.stdout.write(JSON.stringify(reports, null, 2) + '\n');
     return;
@@ -44,4 +53,21 @@ export async function printReports(flags: ReportsFlags): Promise<void> {
         `  results: ${r.results.map((d) => `${d.hash}/${d.size_bytes}`).join('  ')}\n\n`,
     );
   }
+}
+
+/** GET over HTTP or HTTPS, with the CA, client certificate and bearer token configured. */
+function get(url: URL, client: Config['client']): Promise<{ status: number; body: string }> {
+  const token = clientToken(client);
+  const headers = token === undefined ? {} : { authorization: `Bearer ${token}` };
+  const tls = url.protocol === 'https:' ? { ...(client.ca ? { ca: readFileSync(client.ca) } : {}), ...(client.cert ? { cert: readFileSync(client.cert) } : {}), ...(client.key ? { key: readFileSync(client.key) } : {}) } : {};
+  return new Promise((resolve, reject) => {
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { headers, ...tls }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -7,6 +7,11 @@ import * as grpc from '@grpc/grpc-js';
 import { digestOf, type Digest } from '../common/digest.ts';
 import { REQUEST_METADATA_KEY } from '../common/grpc.ts';
 import { readResourceName } from '../common/resource-name.ts';
+import type { Config } from '../common/config.ts';
+import { parseEndpoint } from '../common/endpoint.ts';
+import { clientSettings, clientToken, grpcChannelCredentials, metadataInterceptor } from '../common/tls.ts';
+
+export type ClientSettings = Config['client'];
 import {
   decode,
   encode,
@@ -49,16 +54,23 @@ const CLIENT_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_send_message_length': 64 * 1024 * 1024,
 };
 
-/** Typed clients of every REAPI service at `address` (host:port), for one instance name. */
-export function connectExec(address: string, instance = ''): ExecClients {
-  const creds = grpc.credentials.createInsecure();
+/**
+ * Typed clients of every REAPI service at `endpoint` (host:port, grpc://host:port or
+ * grpcs://host:port), for one instance name; `client` says whom to trust and what to present
+ * (default: from REAPI_TLS_CA, REAPI_TLS_CLIENT_CERT, REAPI_TLS_CLIENT_KEY, REAPI_TOKEN_FILE).
+ */
+export function connectExec(endpoint: string, instance = '', client: ClientSettings = clientSettings()): ExecClients {
+  const { target: address, tls } = parseEndpoint(endpoint);
+  const creds = grpcChannelCredentials(tls, client);
+  const token = clientToken(client);
+  const options = token === undefined ? CLIENT_OPTIONS : { ...CLIENT_OPTIONS, interceptors: [metadataInterceptor({ authorization: `Bearer ${token}` })] };
   const c = {
-    capabilities: new services.Capabilities(address, creds, CLIENT_OPTIONS),
-    cas: new services.ContentAddressableStorage(address, creds, CLIENT_OPTIONS),
-    byteStream: new services.ByteStream(address, creds, CLIENT_OPTIONS),
-    actionCache: new services.ActionCache(address, creds, CLIENT_OPTIONS),
-    execution: new services.Execution(address, creds, CLIENT_OPTIONS),
-    operations: new services.Operations(address, creds, CLIENT_OPTIONS),
+    capabilities: new services.Capabilities(address, creds, options),
+    cas: new services.ContentAddressableStorage(address, creds, options),
+    byteStream: new services.ByteStream(address, creds, options),
+    actionCache: new services.ActionCache(address, creds, options),
+    execution: new services.Execution(address, creds, options),
+    operations: new services.Operations(address, creds, options),
   };
   return {
     address,

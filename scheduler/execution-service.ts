@@ -11,6 +11,7 @@ import { readBlob } from '../cas/blob-io.ts';
 import { decodeDirectory } from '../cas/tree.ts';
 import { cancelled, failedPrecondition, invalidArgument, notFound, unimplemented } from '../common/errors.ts';
 import { requestLabels, serverStream, unary, type ServiceContext } from '../common/grpc.ts';
+import { principalOf } from '../common/auth/index.ts';
 import type { ExecutionHandlers, MessageInput, OperationsHandlers } from '../protos/index.ts';
 import { loadAction, preloaded } from '../execution/action-loader.ts';
 import type { Auditor } from './auditor.ts';
@@ -137,35 +138,40 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
     }),
 
     WaitExecution: serverStream(ctx, 'WaitExecution', async (req, send, call) => {
-      if (!(await queue.getOperation(req.name))) throw notFound(`operation "${req.name}" is unknown (or expired)`);
+      await knownOperation(ctx, queue, req.name, call, 'Execution.WaitExecution');
       await followOperation(queue, req.name, send, call as grpc.ServerWritableStream<unknown, unknown>);
     }),
   };
 }
 
+/** An operation's state; NOT_FOUND when unknown, PERMISSION_DENIED when its instance is not the caller's. */
+async function knownOperation(ctx: ServiceContext, queue: JobQueue, name: string, call: object, what: string) {
+  const state = await queue.getOperation(name);
+  if (!state) throw notFound(`operation "${name}" is unknown (or expired)`);
+  const principal = principalOf(call);
+  if (principal) ctx.guard?.checkInstance(principal, state.job.instanceName, what);
+  return state;
+}
+
 export function operationsService(deps: Pick<ExecutionDeps, 'queue' | 'service'>): OperationsHandlers {
   const ctx = deps.service('Operations');
   const { queue } = deps;
-  const get = async (name: string) => {
-    const state = await queue.getOperation(name);
-    if (!state) throw notFound(`operation "${name}" is unknown (or expired)`);
-    return state;
-  };
+  const get = (name: string, call: object, method: string) => knownOperation(ctx, queue, name, call, `Operations.${method}`);
   return {
-    GetOperation: unary(ctx, 'GetOperation', async (req) => operationMessage(await get(req.name))),
+    GetOperation: unary(ctx, 'GetOperation', async (req, call) => operationMessage(await get(req.name, call, 'GetOperation'))),
     ListOperations: unary(ctx, 'ListOperations', async () => {
       throw unimplemented('ListOperations is not supported; use GetOperation with a name');
     }),
     DeleteOperation: unary(ctx, 'DeleteOperation', async () => {
       throw unimplemented('DeleteOperation is not supported; finished operations expire on their own');
     }),
-    CancelOperation: unary(ctx, 'CancelOperation', async (req) => {
-      await get(req.name);
+    CancelOperation: unary(ctx, 'CancelOperation', async (req, call) => {
+      await get(req.name, call, 'CancelOperation');
       await queue.cancel(req.name);
       return {};
     }),
-    WaitOperation: unary(ctx, 'WaitOperation', async (req) => {
-      await get(req.name);
+    WaitOperation: unary(ctx, 'WaitOperation', async (req, call) => {
+      await get(req.name, call, 'WaitOperation');
       const timeoutMs = req.timeout ? Number(req.timeout.seconds) * 1000 + req.timeout.nanos / 1e6 : 60_000;
       return new Promise<Operation>((resolve) => {
         let latest: Operation | undefined;

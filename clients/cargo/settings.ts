@@ -1,16 +1,21 @@
 // Settings every cargo entry point shares: the endpoint and the build-script policy file in force.
-// Light on purpose (no gRPC): `reapi cargo` reads them before it starts cargo.
+// Light on purpose (no gRPC): `reapi cargo` reads them before it starts cargo. TLS and the token
+// reach the processes cargo starts through the REAPI_TLS_* and REAPI_TOKEN_FILE variables.
 import { basename, resolve } from 'node:path';
 
+import { parseEndpoint } from '../../common/endpoint.ts';
 import { findPolicyFile, loadPolicy, type LoadedPolicy } from './policy.ts';
 
 export const DEFAULT_ENDPOINT = 'grpc://127.0.0.1:8980';
 
-/** `grpc://HOST:PORT` (or HOST:PORT) -> HOST:PORT. */
+/** The endpoint checked: `grpc://HOST:PORT`, `grpcs://HOST:PORT` (TLS) or HOST:PORT. */
 export function endpointAddress(endpoint: string): string {
-  const m = /^(?:grpc:\/\/)?([^/]+?)\/?$/.exec(endpoint.trim());
-  if (!m || endpoint.startsWith('grpcs://')) throw new Error(`the endpoint must look like grpc://HOST:PORT (TLS is not supported), not ${endpoint}`);
-  return m[1]!;
+  try {
+    parseEndpoint(endpoint);
+  } catch {
+    throw new Error(`the endpoint must look like grpc://HOST:PORT or grpcs://HOST:PORT, not ${endpoint}`);
+  }
+  return endpoint.trim();
 }
 
 /** The policy file in force: `flag`, REAPI_BUILD_POLICY, or reapi-build-policy.json in `cwd` or above. */
