@@ -8,8 +8,8 @@ export interface GrpcServerOptions {
   port: number;
   maxMessageBytes: number;
   services: Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>;
-  /** Default: plaintext. */
-  credentials?: grpc.ServerCredentials;
+  /** Default: plaintext. `loaded` resolves once TLS files have been read. */
+  credentials?: { credentials: grpc.ServerCredentials; loaded: Promise<void> };
 }
 
 export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server: grpc.Server; port: number }> {
@@ -24,8 +24,9 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
   for (const [definition, impl] of opts.services) server.addService(applyMethodOverrides(definition, impl), impl);
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:${opts.port}`, opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(`${host}:${opts.port}`, opts.credentials?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
   });
+  await opts.credentials?.loaded;
   return { server, port };
 }
 

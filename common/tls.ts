@@ -17,17 +17,34 @@ function read(file: string, what: string): Buffer {
   }
 }
 
-/** gRPC server credentials: plaintext, TLS, or TLS requiring client certificates (mTLS). */
-export function grpcServerCredentials(tls: Config['tls']): grpc.ServerCredentials {
-  if (!tls.cert || !tls.key) return grpc.ServerCredentials.createInsecure();
+/**
+ * gRPC server credentials: plaintext, TLS, or TLS requiring client certificates (mTLS), and a
+ * promise that the files have been read (grpc-js reads them asynchronously and drops connections
+ * until then: bind, then wait for it before saying the server listens).
+ */
+export function grpcServerCredentials(tls: Config['tls']): { credentials: grpc.ServerCredentials; loaded: Promise<void> } {
+  if (!tls.cert || !tls.key) return { credentials: grpc.ServerCredentials.createInsecure(), loaded: Promise.resolve() };
   // Read once now, so a wrong path fails the start with a clear message.
   read(tls.cert, '--tls-cert');
   read(tls.key, '--tls-key');
   if (tls.clientCa) read(tls.clientCa, '--tls-client-ca');
   const identity = new grpc.experimental.FileWatcherCertificateProvider({ certificateFile: tls.cert, privateKeyFile: tls.key, refreshIntervalMs: CERT_REFRESH_MS });
   const ca = tls.clientCa ? new grpc.experimental.FileWatcherCertificateProvider({ caCertificateFile: tls.clientCa, refreshIntervalMs: CERT_REFRESH_MS }) : null;
+  const first = (add: (listener: (update: unknown) => void) => void, remove: (listener: (update: unknown) => void) => void) =>
+    new Promise<void>((resolve) => {
+      const listener = (update: unknown) => {
+        if (update === null) return;
+        remove(listener);
+        resolve();
+      };
+      add(listener);
+    });
+  const loaded = Promise.all([
+    first((l) => identity.addIdentityCertificateListener(l), (l) => identity.removeIdentityCertificateListener(l)),
+    ca ? first((l) => ca.addCaCertificateListener(l), (l) => ca.removeCaCertificateListener(l)) : Promise.resolve(),
+  ]).then(() => {});
   // grpc-js takes the identity provider first (whatever its parameter is called), then the CA.
-  return grpc.experimental.createCertificateProviderServerCredentials(identity, ca, ca !== null);
+  return { credentials: grpc.experimental.createCertificateProviderServerCredentials(identity, ca, ca !== null), loaded };
 }
 
 /** Node TLS options of an HTTPS listener, and a watcher that calls `onChange` with new ones. */
