@@ -13,6 +13,11 @@ import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { SignJWT } from 'jose';
 import { createGuard } from '../../common/auth/index.ts';
+import { provenanceOf, withProvenance } from '../../cas/provenance.ts';
+import { createStorage } from '../../cas/storage-factory.ts';
+import { startStorageNode } from '../../cas/storage-node.ts';
+import { silentLogger } from '../../common/logger.ts';
+import { Metrics } from '../../common/metrics.ts';
 import { parseConfig } from '../../common/config.ts';
 import { digestOf } from '../../common/digest.ts';
 import { connectExec, execute, lookupActionResult, run, type ExecClients } from '../support/execution.ts';
@@ -238,5 +243,49 @@ describe('defaults', () => {
     const r = spawnSync(process.execPath, [BIN, 'cas', '--listen', '0.0.0.0', '--port', '0', '--http-port', '0', '--data-dir', join(pki.dir, 'refused')], { encoding: 'utf8', timeout: 30_000 });
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /refusing to listen on 0\.0\.0\.0/);
+  });
+});
+
+describe('a fleet whose storage nodes require credentials', () => {
+  test('workers write the ActionCache with their own credentials; a client cannot, forged provenance or not', async () => {
+    const tokens = { worker: `w-${randomBytes(16).toString('hex')}`, client: `c-${randomBytes(16).toString('hex')}` };
+    const tokensFile = join(pki.dir, 'fleet-tokens');
+    writeFileSync(tokensFile, `worker-1 ${tokens.worker}\nclient-x ${tokens.client}\n`);
+    const nodeConfig = parseConfig({
+      port: 0, httpPort: 0, listen: '127.0.0.1', logLevel: 'silent', dataDir: join(pki.dir, 'fleet-node'),
+      tls: { cert: pki.server.cert, key: pki.server.key },
+      auth: { tokensFile, principals: [{ name: 'worker-1', permissions: ['worker', 'cache-read', 'cache-write'] }, { name: 'client-x', permissions: ['cache-read', 'cache-write'] }] },
+    });
+    const node = await startStorageNode(nodeConfig, silentLogger);
+    try {
+      const address = `grpcs://127.0.0.1:${node.grpcPort}`;
+      const tokenFile = (t: string) => {
+        const f = join(pki.dir, `tok-${randomBytes(4).toString('hex')}`);
+        writeFileSync(f, t);
+        return f;
+      };
+      // A worker's storage chain, as `reapi worker --cas grpcs://... --tls-ca --token-file` builds it.
+      const workerConfig = parseConfig({ cas: [address], client: { ca: pki.ca, tokenFile: tokenFile(tokens.worker) }, logLevel: 'silent' });
+      const worker = await createStorage('worker', { config: workerConfig, metrics: new Metrics(), logger: silentLogger });
+      const action = digestOf(Buffer.from(`fleet ${randomBytes(8).toString('hex')}`));
+      const forged = withProvenance({ exit_code: 0 }, { source: 'worker', worker: 'worker-1', verified: true });
+      await worker.actionCache.put('main', action, forged);
+      const stored = await worker.actionCache.get('main', action);
+      assert.equal(stored && provenanceOf(stored).source, 'worker', 'a worker principal keeps its provenance');
+      worker.close();
+
+      const asClient = (t?: string) => connectExec(address, 'main', { ca: pki.ca, ...(t ? { tokenFile: tokenFile(t) } : {}) });
+      const update = (c: ExecClients) =>
+        new Promise((resolve, reject) => c.actionCache.UpdateActionResult({ instance_name: 'main', action_digest: action, action_result: forged }, (err, res) => (err ? reject(err) : resolve(res))));
+      const client = asClient(tokens.client);
+      clients.push(client);
+      await rejectsWith(update(client), grpc.status.PERMISSION_DENIED, /clientWrites is "deny"/);
+      const stranger = asClient();
+      clients.push(stranger);
+      await rejectsWith(update(stranger), grpc.status.UNAUTHENTICATED);
+      assert.equal(provenanceOf((await lookupActionResult(client, action))!).worker, 'worker-1', 'the entry is the worker\'s still');
+    } finally {
+      await node.close();
+    }
   });
 });
