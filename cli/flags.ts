@@ -25,6 +25,7 @@ export interface CommonFlags {
   varyDirectoryOrder?: boolean;
   dockerHost?: string;
   fleetTokenFile?: string;
+  redisCa?: string;
   tlsCert?: string;
   tlsKey?: string;
   tlsClientCa?: string;
@@ -74,7 +75,8 @@ export function addCommonFlags(cmd: Command): Command {
 /** Flags of the roles that queue or run actions. */
 export function addExecutionFlags(cmd: Command, opts: { storageNodes: boolean }): Command {
   cmd
-    .option('--redis <url>', 'Redis for the BullMQ queue and operation state (default $REDIS_URL)')
+    .option('--redis <url>', 'Redis for the BullMQ queue and operation state: redis://[:PASSWORD@]HOST:PORT or rediss:// for TLS (default $REDIS_URL)')
+    .option('--redis-ca <file>', 'PEM CA that signed a rediss:// server\'s certificate')
     .option('--work-dir <dir>', 'exec roots and the local content cache (default: under the system temp dir)')
     .option('--concurrency <n>', 'actions run at once by the local worker (default: number of CPUs)', int('--concurrency'))
     .option('--docker-host <url>', 'Docker engine for container-image actions, unix:///path or tcp://host:port (default $DOCKER_HOST)');
@@ -124,6 +126,7 @@ export function configFromFlags(flags: CommonFlags): Config {
     logLevel: flags.logLevel ?? process.env.REAPI_LOG_LEVEL,
     storage: { backend: flags.storage, maxBytes },
     redis: flags.redis ?? process.env.REDIS_URL,
+    redisCa: flags.redisCa,
     cas: flags.cas?.split(',').map((a) => a.trim()).filter(Boolean),
     execution: { enabled: flags.execution === false ? false : undefined },
     verification: {

@@ -32,6 +32,7 @@ function createQueue(config: Config, logger: Logger): JobQueue {
   if (config.redis) {
     return new BullmqJobQueue({
       redisUrl: config.redis,
+      ...(config.redisCa !== undefined ? { redisCa: config.redisCa } : {}),
       maxAttempts: config.execution.maxAttempts,
       locality: config.execution.locality,
       logger: logger.child({ component: 'queue' }),
@@ -42,8 +43,9 @@ function createQueue(config: Config, logger: Logger): JobQueue {
 
 /** Reports, feedback, verification policy and auditor: shared by scheduler and workers. */
 function createVerification(config: Config, logger: Logger, blobs: BlobStore, actionCache: ActionCache, queue: JobQueue) {
-  const reports: ReportStore = config.redis ? new RedisReportStore(config.redis) : new MemoryReportStore();
-  const feedback: FeedbackStore = config.redis ? new RedisFeedbackStore(config.redis) : new MemoryFeedbackStore();
+  const redis = config.redis ? { url: config.redis, ...(config.redisCa !== undefined ? { ca: config.redisCa } : {}) } : undefined;
+  const reports: ReportStore = redis ? new RedisReportStore(redis) : new MemoryReportStore();
+  const feedback: FeedbackStore = redis ? new RedisFeedbackStore(redis) : new MemoryFeedbackStore();
   const policy = new VerificationPolicy(feedback, config.verification.verifyRate, config.verification.auditRate);
   const auditor = new Auditor({ blobs, actionCache, queue, policy, config, logger: logger.child({ component: 'auditor' }) });
   return {

@@ -252,6 +252,8 @@ export const configSchema = z
       .prefault({}),
     /** Redis URL: BullMQ queue and operation state (a fleet). Unset: in-process queue. */
     redis: z.string().optional(),
+    /** PEM CA bundle that signed a `rediss://` server's certificate (default: the system roots). */
+    redisCa: z.string().optional(),
     /** Storage nodes (host:port) for scheduler and workers; several are sharded by digest. */
     cas: z.array(z.string()).default([]),
     /** Largest single gRPC message accepted (ByteStream chunks and batches fit well under it). */

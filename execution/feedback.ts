@@ -3,7 +3,8 @@
 // it to look first where a bad entry would do the most harm.
 //
 // In memory for `reapi serve`; in Redis for a fleet, so every scheduler and worker shares it.
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectRedis, type RedisTarget } from '../common/redis.ts';
 import { digestKey, type Digest } from '../common/digest.ts';
 
 export interface MnemonicStats {
@@ -67,8 +68,8 @@ export class MemoryFeedbackStore implements FeedbackStore {
 export class RedisFeedbackStore implements FeedbackStore {
   private readonly redis: Redis;
 
-  constructor(redisUrl: string, private readonly prefix = 'reapi') {
-    this.redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3 });
+  constructor(redis: string | RedisTarget, private readonly prefix = 'reapi') {
+    this.redis = connectRedis(redis, { lazyConnect: true, maxRetriesPerRequest: 3 });
   }
 
   async recordServed(instanceName: string, action: Digest, mnemonic: string): Promise<void> {

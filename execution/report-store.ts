@@ -1,7 +1,8 @@
 // Reports of nondeterministic actions and of contradicted cache entries: kept newest first,
 // listed by `reapi reports` and GET /api/reports. In memory for `reapi serve`, in Redis for a
 // fleet (workers write them, the scheduler serves them).
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectRedis, type RedisTarget } from '../common/redis.ts';
 import type { Digest } from '../common/digest.ts';
 
 /** One way two results of an action disagree. */
@@ -71,8 +72,8 @@ export class RedisReportStore implements ReportStore {
   private readonly redis: Redis;
   private readonly key: string;
 
-  constructor(redisUrl: string, prefix = 'reapi') {
-    this.redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3 });
+  constructor(redis: string | RedisTarget, prefix = 'reapi') {
+    this.redis = connectRedis(redis, { lazyConnect: true, maxRetriesPerRequest: 3 });
     this.key = `${prefix}:reports`;
   }
 

@@ -13,6 +13,9 @@ import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { SignJWT } from 'jose';
 import { createGuard } from '../../common/auth/index.ts';
+import { RedisReportStore } from '../../execution/report-store.ts';
+import { BullmqJobQueue } from '../../scheduler/queue/bullmq/index.ts';
+import { startRedis } from '../support/redis.ts';
 import { provenanceOf, withProvenance } from '../../cas/provenance.ts';
 import { createStorage } from '../../cas/storage-factory.ts';
 import { startStorageNode } from '../../cas/storage-node.ts';
@@ -289,3 +292,40 @@ describe('a fleet whose storage nodes require credentials', () => {
     }
   });
 });
+
+describe('Redis over rediss:// with a password', () => {
+  test('the BullMQ queue and the report store work over TLS; a wrong password is refused', async () => {
+    const redis = await startRedis({ tls: { cert: pki.server.cert, key: pki.server.key, ca: pki.ca }, password: `pw-${randomBytes(8).toString('hex')}` });
+    try {
+      assert.match(redis.url, /^rediss:\/\/:pw-[0-9a-f]+@127\.0\.0\.1:\d+$/);
+      const q = new BullmqJobQueue({ redisUrl: redis.url, redisCa: pki.ca, prefix: 'tls', heartbeatMs: 500, drainDelaySec: 1 });
+      try {
+        const stop = await q.work({ name: 'w', platform: { OSFamily: 'linux' }, concurrency: 1 }, async () => Buffer.from('over tls'));
+        const { operationName } = await q.submit({ instanceName: 'main', actionDigest: digestOf(Buffer.from('tls job')), priority: 0, platform: { OSFamily: 'linux' }, doNotCache: false });
+        const done = await new Promise<OperationStateLike>((resolve) => {
+          const unwatch = q.watch(operationName, (st) => {
+            if (st.done) {
+              queueMicrotask(() => unwatch());
+              resolve(st);
+            }
+          });
+        });
+        assert.equal(done.response?.toString(), 'over tls');
+        await stop();
+      } finally {
+        await q.close();
+      }
+      const reports = new RedisReportStore({ url: redis.url, ca: pki.ca }, 'tls');
+      await reports.add({ id: 'r1', kind: 'nondeterministic', createdAt: new Date().toISOString(), instanceName: 'main', actionDigest: digestOf(Buffer.from('a')), workers: [], variation: [], differences: [], results: [] });
+      assert.equal((await reports.list())[0]?.id, 'r1');
+      await reports.close();
+      const wrong = new RedisReportStore({ url: redis.url.replace(/:pw-[0-9a-f]+@/, ':wrong@'), ca: pki.ca }, 'tls');
+      await assert.rejects(wrong.list(), /WRONGPASS|invalid username-password/);
+      await wrong.close();
+    } finally {
+      await redis.stop();
+    }
+  });
+});
+
+type OperationStateLike = { done: boolean; response?: Buffer };

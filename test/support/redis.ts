@@ -1,7 +1,9 @@
 // A throwaway redis-server for integration tests: free port, no persistence, its own temp dir.
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findOnPath } from './commands.ts';
@@ -28,9 +30,10 @@ function freePort(): Promise<number> {
   });
 }
 
-function ping(port: number): Promise<boolean> {
+/** Whether the server answers (any reply will do: with a password, PING answers NOAUTH). */
+function ping(port: number, ca?: Buffer): Promise<boolean> {
   return new Promise((resolve) => {
-    const sock = createConnection({ host: '127.0.0.1', port });
+    const sock = ca ? tlsConnect({ host: '127.0.0.1', port, ca: [ca] }) : createConnection({ host: '127.0.0.1', port });
     let buf = '';
     const done = (ok: boolean) => {
       sock.destroy();
@@ -40,20 +43,25 @@ function ping(port: number): Promise<boolean> {
     sock.once('error', () => done(false));
     sock.on('data', (d) => {
       buf += d.toString();
-      if (buf.includes('\r\n')) done(buf.startsWith('+PONG'));
+      if (buf.includes('\r\n')) done(buf.startsWith('+PONG') || (ca !== undefined && buf.startsWith('-NOAUTH')));
     });
-    sock.once('connect', () => sock.write('PING\r\n'));
+    sock.once(ca ? 'secureConnect' : 'connect', () => sock.write('PING\r\n'));
   });
 }
 
-export async function startRedis(): Promise<TestRedis> {
+/** `tls`: serve `rediss://` only, with this certificate, and require `password`. */
+export async function startRedis(opts: { tls?: { cert: string; key: string; ca: string }; password?: string } = {}): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), 'reapi-redis-'));
   const port = await freePort();
+  const listen = opts.tls
+    ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', opts.tls.cert, '--tls-key-file', opts.tls.key, '--tls-auth-clients', 'no']
+    : ['--port', String(port)];
   const child = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+    [...listen, ...(opts.password ? ['--requirepass', opts.password] : []), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  const ca = opts.tls ? readFileSync(opts.tls.ca) : undefined;
   let output = '';
   child.stdout.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -65,7 +73,7 @@ export async function startRedis(): Promise<TestRedis> {
   for (;;) {
     if (spawnError) throw new Error(`could not start redis-server: ${spawnError.message}`);
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}: ${output}`);
-    if (await ping(port)) break;
+    if (await ping(port, ca)) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`redis-server did not answer PING on port ${port}: ${output}`);
@@ -75,7 +83,7 @@ export async function startRedis(): Promise<TestRedis> {
 
   let stopped: Promise<void> | undefined;
   return {
-    url: `redis://127.0.0.1:${port}`,
+    url: `${opts.tls ? 'rediss' : 'redis'}://${opts.password ? `:${encodeURIComponent(opts.password)}@` : ''}127.0.0.1:${port}`,
     port,
     stop() {
       stopped ??= (async () => {

@@ -7,7 +7,8 @@
 // Worker duplicates the latter for its own connections.
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectRedis, type RedisTarget } from '../../../common/redis.ts';
 import { silentLogger, type Logger } from '../../../common/logger.ts';
 import { DEFAULT_LOCALITY_TTL_MS } from '../../../execution/platform.ts';
 import { attemptsOf } from '../rules.ts';
@@ -18,6 +19,8 @@ import { withScripts, type CommandClient } from './scripts.ts';
 export interface BullmqJobQueueOptions {
   /** `redis://[[user]:password@]host[:port][/db]`, or `rediss://...` for TLS (as ioredis reads it). */
   redisUrl: string;
+  /** PEM CA bundle that signed a `rediss://` server's certificate. */
+  redisCa?: string;
   /** Prefix of every key and channel (default 'reapi'). */
   prefix?: string;
   /** Deliveries of one job (worker deaths and handler throws alike) before it fails (default 3). */
@@ -51,11 +54,12 @@ export interface BullmqJobQueueOptions {
   logger?: Logger;
 }
 
-export type Settings = Required<Omit<BullmqJobQueueOptions, 'logger' | 'prefix'>>;
+export type Settings = Required<Omit<BullmqJobQueueOptions, 'logger' | 'prefix' | 'redisCa'>> & { redis: RedisTarget };
 
 function settingsOf(o: BullmqJobQueueOptions): Settings {
   return {
     redisUrl: o.redisUrl,
+    redis: { url: o.redisUrl, ...(o.redisCa !== undefined ? { ca: o.redisCa } : {}) },
     maxAttempts: attemptsOf(o.maxAttempts),
     lockDurationMs: o.lockDurationMs ?? 10_000,
     stalledIntervalMs: o.stalledIntervalMs ?? 5_000,
@@ -90,7 +94,7 @@ export class BullmqContext {
     this.keys = new RedisKeys(opts.prefix ?? 'reapi');
     this.log = opts.logger ?? silentLogger;
     // lazyConnect: connections open on first use
-    this.cmd = withScripts(new Redis(this.settings.redisUrl, { lazyConnect: true }));
+    this.cmd = withScripts(connectRedis(this.settings.redis, { lazyConnect: true }));
     this.cmd.on('error', (err: unknown) => this.log.warn({ err }, 'redis connection error'));
   }
 
@@ -106,7 +110,7 @@ export class BullmqContext {
   /** The connection BullMQ queues share; workers duplicate it (so it must not retry-limit commands). */
   bullClient(): Redis {
     if (!this.bull) {
-      this.bull = new Redis(this.settings.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+      this.bull = connectRedis(this.settings.redis, { maxRetriesPerRequest: null, lazyConnect: true });
       this.bull.on('error', (err: unknown) => this.log.warn({ err }, 'redis connection error'));
     }
     return this.bull;

@@ -1,6 +1,7 @@
 // The pub/sub connection: subscribes to the queue's channels on first use, hands each message to
 // `onMessage`, and after a reconnect calls `onRestored` so callers catch up on what they missed.
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectRedis } from '../../../common/redis.ts';
 
 import type { BullmqContext } from './context.ts';
 import { quit } from './context.ts';
@@ -24,7 +25,7 @@ export class PubSub {
     if (this.ready) return this.ready;
     const { ctx } = this;
     const channels = ctx.keys.channels;
-    const sub = new Redis(ctx.settings.redisUrl, { lazyConnect: true });
+    const sub = connectRedis(ctx.settings.redis, { lazyConnect: true });
     let subscribed = false;
     sub.on('message', (channel: string, message: string) => this.handlers.onMessage(channel, message));
     sub.on('error', (err: unknown) => ctx.log.warn({ err }, 'pub/sub connection error'));
