@@ -28,6 +28,10 @@ const BENCHMARKS: Record<string, { describe: string; load: () => Promise<{ main(
     describe: 'a Cargo crate graph (9 build scripts) built locally vs with build scripts on the fleet (reapi cargo), cold and warm',
     load: () => import('./cargo.ts'),
   },
+  tls: {
+    describe: 'what TLS costs: no-op action latency and ByteStream throughput, TLS vs plaintext, in one run',
+    load: () => import('./tls.ts'),
+  },
   verification: {
     describe: 'cost of --verify-rate 0 / 0.1 / 1: synthetic Execute workload and a cold Bazel remote build',
     load: () => import('./verification.ts'),
