@@ -143,6 +143,25 @@ describe('TLS and bearer tokens', () => {
     await rejectsWith(findMissing(client(s, { token: tokens.teamA, instance: 'team-b/main' })), grpc.status.PERMISSION_DENIED, /may not use instance "team-b\/main".*"team-a\/"/);
   });
 
+  test('reapi reports speaks HTTPS with the CA and a token, and says why when refused', async () => {
+    const tokenFile = join(pki.dir, 'reports-token');
+    writeFileSync(tokenFile, tokens.teamA);
+    const base = [BIN, 'reports', '--http', `https://127.0.0.1:${s.server.httpPort}`, '--tls-ca', pki.ca, '--json'];
+    // Not spawnSync: the server runs in this process.
+    const cli = async (args: string[]) => {
+      const { execFile } = await import('node:child_process');
+      return new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, args, { timeout: 30_000 }, (err, stdout, stderr) => resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
+      );
+    };
+    const ok = await cli([...base, '--token-file', tokenFile]);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.deepEqual(JSON.parse(ok.stdout), []);
+    const refused = await cli(base);
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, /answered 401: .*needs credentials/);
+  });
+
   test('HTTP: /metrics is open, /api/reports needs reports-read', async () => {
     const port = s.server.httpPort;
     assert.equal((await httpsGet(port, '/metrics')).status, 200);
