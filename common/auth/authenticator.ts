@@ -99,11 +99,6 @@ export class Authenticator {
     this.jwtKey?.catch(() => {});
   }
 
-  /** Whether any credential is configured (tokens, JWTs, client certificates or principals). */
-  get hasCredentials(): boolean {
-    return this.tokens.length > 0 || this.jwtKey !== undefined || this.settings.mtls;
-  }
-
   /** The caller's principal; UNAUTHENTICATED when it presented something invalid or nothing where something is needed. */
   async identify(presented: Presented): Promise<Principal> {
     const { authorization, fleetToken, certificate } = presented;
