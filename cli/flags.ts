@@ -55,8 +55,8 @@ function int(name: string) {
 export function addCommonFlags(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'JSON config file (validated; flags override it)', process.env.REAPI_CONFIG)
-    .option('--port <port>', 'gRPC port (default 8980; 0 picks a free one)', int('--port'))
-    .option('--http-port <port>', 'HTTP port for /metrics and /healthz (default 8981)', int('--http-port'))
+    .option('--port <port>', 'gRPC port (default 8980; storage nodes 8990; 0 picks a free one)', int('--port'))
+    .option('--http-port <port>', 'HTTP port for /metrics and /healthz (default 8981; storage nodes 8991, workers 8992; 0 picks a free one)', int('--http-port'))
     .option('--listen <address>', 'address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)')
     .option('--fleet-token-file <file>', 'shared secret of the fleet\'s storage nodes, schedulers and workers (default $REAPI_FLEET_TOKEN)')
     .option('--tls-cert <file>', 'serve gRPC and HTTP over TLS with this PEM certificate chain (re-read when it changes)')
@@ -102,8 +102,20 @@ export function addClientTlsFlags(cmd: Command): Command {
     .option('--token-file <file>', 'file holding the bearer token to send (default $REAPI_TOKEN_FILE)');
 }
 
-/** Config file, then environment, then flags. */
-export function configFromFlags(flags: CommonFlags): Config {
+/**
+ * Default ports of each role, distinct where roles share a machine in the fleet recipe: clients
+ * reach serve and the scheduler on 8980; storage nodes listen on 8990; workers have only their
+ * HTTP side (/metrics, /healthz).
+ */
+export const ROLE_PORTS: Record<string, { port: number; httpPort: number }> = {
+  serve: { port: 8980, httpPort: 8981 },
+  scheduler: { port: 8980, httpPort: 8981 },
+  cas: { port: 8990, httpPort: 8991 },
+  worker: { port: 8980, httpPort: 8992 },
+};
+
+/** Config file (over the role's default ports), then environment, then flags. */
+export function configFromFlags(flags: CommonFlags, role?: string): Config {
   let maxBytes: number | undefined;
   if (flags.maxCasBytes !== undefined) {
     maxBytes = parseSize(flags.maxCasBytes);
@@ -144,5 +156,5 @@ export function configFromFlags(flags: CommonFlags): Config {
       concurrency: flags.concurrency === undefined ? undefined : Number(flags.concurrency),
       docker: { host: flags.dockerHost },
     },
-  });
+  }, role ? { ...ROLE_PORTS[role] } : {});
 }

@@ -17,7 +17,7 @@ const program = new Command('reapi')
   .showHelpAfterError();
 
 async function run(role: string, start: Starter, flags: CommonFlags): Promise<void> {
-  const config = configFromFlags(flags);
+  const config = configFromFlags(flags, role);
   const logger = createLogger(config.logLevel).child({ role });
   // The server roles load lazily: client commands (cargo, expand) start without them.
   const running = await start(await import('./roles.ts'), config, logger);

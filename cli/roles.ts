@@ -182,8 +182,16 @@ export async function startWorkerRole(config: Config, logger: Logger, metrics = 
   const { blobs, actionCache } = storage;
   const queue = createQueue(config, logger);
   const v = createVerification(config, logger, blobs, actionCache, queue);
-  const worker = await startWorker({ config, logger, metrics, blobs, actionCache, queue, reports: v.reports, feedback: v.feedback });
+  // The HTTP side first: a worker that cannot bind its port must fail before it registers and
+  // takes jobs it would then abandon.
   const server = await startServer({ config, logger, metrics, services: [], guard: createGuard(config) });
+  let worker: Awaited<ReturnType<typeof startWorker>>;
+  try {
+    worker = await startWorker({ config, logger, metrics, blobs, actionCache, queue, reports: v.reports, feedback: v.feedback });
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
   return {
     ...server,
     close: async () => {

@@ -136,6 +136,11 @@ export const configSchema = z
         locality: z.boolean().default(true),
         /** Deliveries of one job before it fails (its workers kept dying). */
         maxAttempts: z.number().int().min(1).default(3),
+        /**
+         * A queued action whose platform no live worker can run fails with FAILED_PRECONDITION
+         * after this long (its workers died or stopped after it was queued).
+         */
+        noWorkerGraceSeconds: z.number().positive().default(180),
       })
       .prefault({}),
     worker: z
@@ -295,8 +300,8 @@ export function parseConfig(input: unknown, source = 'config'): Config {
   return result.data;
 }
 
-/** Read a JSON config file, merge overrides (flags, environment) on top, validate. */
-export function loadConfig(file: string | undefined, overrides: Record<string, unknown>): Config {
+/** Read a JSON config file over `base` (e.g. a role's defaults), merge overrides (flags, environment) on top, validate. */
+export function loadConfig(file: string | undefined, overrides: Record<string, unknown>, base: Record<string, unknown> = {}): Config {
   let fromFile: Record<string, unknown> = {};
   if (file) {
     let text: string;
@@ -311,5 +316,5 @@ export function loadConfig(file: string | undefined, overrides: Record<string, u
       throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
     }
   }
-  return parseConfig(mergeConfig(fromFile, overrides), file ? `config file ${file}` : 'configuration');
+  return parseConfig(mergeConfig(base, fromFile, overrides), file ? `config file ${file}` : 'configuration');
 }

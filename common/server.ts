@@ -28,7 +28,11 @@ export async function startServer(opts: {
 }): Promise<RunningServer> {
   const { config, logger, metrics } = opts;
   const grpcServer = opts.services.length
-    ? await startGrpcServer({ host: config.listen, port: config.port, maxMessageBytes: config.maxMessageBytes, services: opts.services, credentials: grpcServerCredentials(config.tls) })
+    ? await startGrpcServer({ host: config.listen, port: config.port, maxMessageBytes: config.maxMessageBytes, services: opts.services, credentials: grpcServerCredentials(config.tls) }).catch(
+        (err: unknown) => {
+          throw portError(err, config.listen, config.port, '--port');
+        },
+      )
     : undefined;
   let http: HttpServer;
   let httpPort: number;
@@ -46,7 +50,7 @@ export async function startServer(opts: {
     }));
   } catch (err) {
     if (grpcServer) await stopGrpcServer(grpcServer.server, 0);
-    throw err;
+    throw portError(err, config.listen, config.httpPort, '--http-port');
   }
   return {
     grpcPort: grpcServer?.port ?? 0,
@@ -58,4 +62,11 @@ export async function startServer(opts: {
       ]);
     },
   };
+}
+
+/** A port already taken, said with the flag that moves it; other errors as they are. */
+function portError(err: unknown, host: string, port: number, flag: string): unknown {
+  const text = `${(err as { code?: unknown }).code ?? ''} ${(err as Error).message ?? ''}`;
+  if (!/EADDRINUSE|address already in use/i.test(text)) return err;
+  return new Error(`port ${port} on ${host} is already in use (another reapi role on this machine?): pass ${flag} N, or ${flag} 0 for any free port`, { cause: err });
 }

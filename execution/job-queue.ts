@@ -129,6 +129,11 @@ export interface JobQueue {
   /** Cancel a queued or running operation; false when it is unknown or already done. */
   cancel(name: string): Promise<boolean>;
   /**
+   * Finish a queued or running operation with `error` (e.g. no worker can run it): its job is
+   * dropped or aborted like a cancelled one. False when it is unknown or already done.
+   */
+  fail(name: string, error: { code: number; message: string }): Promise<boolean>;
+  /**
    * The platform properties no registered worker can satisfy for this platform (empty when some
    * worker can run it). Used to fail fast instead of queueing forever.
    */

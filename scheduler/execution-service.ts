@@ -18,6 +18,7 @@ import type { Auditor } from './auditor.ts';
 import type { VerificationPolicy } from './verification-policy.ts';
 import type { JobQueue } from '../execution/job-queue.ts';
 import { cachedOperation, operationMessage, type Operation } from './operation-message.ts';
+import { watchForNoWorker } from './no-worker-watchdog.ts';
 
 export interface ExecutionDeps {
   blobs: BlobStore;
@@ -31,18 +32,26 @@ export interface ExecutionDeps {
   auditor: Auditor;
 }
 
-/** Stream an operation's updates until it is done or the client goes away. */
+/**
+ * Stream an operation's updates until it is done or the client goes away; while it waits in the
+ * queue, fail it when no live worker can run its platform for the grace period.
+ */
 function followOperation(
   queue: JobQueue,
   name: string,
   send: (op: Operation) => Promise<void>,
   call: grpc.ServerWritableStream<unknown, unknown>,
+  config: Config,
   alreadySent = '',
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     let lastStage = alreadySent;
     let chain = Promise.resolve();
-    const stop = queue.watch(name, (state) => {
+    let stopWatchdog: (() => void) | undefined;
+    const unwatch = queue.watch(name, (state) => {
+      if (!stopWatchdog && !state.done) {
+        stopWatchdog = watchForNoWorker(queue, name, state.job.platform, { graceMs: config.execution.noWorkerGraceSeconds * 1000 });
+      }
       // Send each stage once (and the final state), in order.
       const key = `${state.stage}/${state.done}`;
       if (key === lastStage) return;
@@ -60,6 +69,10 @@ function followOperation(
           reject(err);
         });
     });
+    const stop = () => {
+      unwatch();
+      stopWatchdog?.();
+    };
     call.on('cancelled', () => {
       // The operation keeps running: the client may come back with WaitExecution.
       stop();
@@ -134,12 +147,12 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
         await send(operationMessage({ name: operationName, job, stage: 'QUEUED', done: false, queuedAt: now, updatedAt: now }));
         sent = 'QUEUED/false';
       }
-      await followOperation(queue, operationName, send, call as grpc.ServerWritableStream<unknown, unknown>, sent);
+      await followOperation(queue, operationName, send, call as grpc.ServerWritableStream<unknown, unknown>, config, sent);
     }),
 
     WaitExecution: serverStream(ctx, 'WaitExecution', async (req, send, call) => {
       await knownOperation(ctx, queue, req.name, call, 'Execution.WaitExecution');
-      await followOperation(queue, req.name, send, call as grpc.ServerWritableStream<unknown, unknown>);
+      await followOperation(queue, req.name, send, call as grpc.ServerWritableStream<unknown, unknown>, config);
     }),
   };
 }

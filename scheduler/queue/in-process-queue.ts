@@ -33,7 +33,7 @@ import {
   unsatisfiableProperties,
 } from '../../execution/platform.ts';
 import { Heap, precedes, type HeapEntry } from './priority-heap.ts';
-import { afterHandlerFailure, attemptsOf, cancelled, isMergeable, mergeKeyOf } from './rules.ts';
+import { afterHandlerFailure, attemptsOf, cancelled, isMergeable, mergeKeyOf, type OperationError } from './rules.ts';
 
 export interface InProcessJobQueueOptions {
   /** Deliveries of one job before a handler that keeps throwing fails the operation (default 3). */
@@ -149,14 +149,18 @@ export class InProcessJobQueue implements JobQueue {
     };
   }
 
-  async cancel(name: string): Promise<boolean> {
+  cancel(name: string): Promise<boolean> {
+    return this.fail(name, cancelled(name));
+  }
+
+  async fail(name: string, error: OperationError): Promise<boolean> {
     const rec = this.ops.get(name);
     if (!rec || rec.state.done) return false;
     if (rec.entry) rec.entry.removed = true;
     rec.entry = undefined;
     const controller = rec.controller;
-    this.finish(rec, { error: cancelled(name) });
-    controller?.abort(new Error(`operation ${name} was cancelled`));
+    this.finish(rec, { error });
+    controller?.abort(new Error(error.message));
     return true;
   }
 

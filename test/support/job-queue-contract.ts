@@ -259,6 +259,29 @@ export function jobQueueContract(name: string, faces: QueueFaces): void {
       await stop();
     });
 
+    it('fails a queued operation with a given error, once; running handlers see their signal aborted', async () => {
+      const q = faces.open();
+      const queued = await q.submit(spec('fail-queued', { platform: { OSFamily: 'nowhere' } }));
+      assert.equal(await q.fail(queued.operationName, { code: Status.FAILED_PRECONDITION, message: 'no worker for you' }), true);
+      assert.deepEqual((await untilDone(q, queued.operationName)).error, { code: Status.FAILED_PRECONDITION, message: 'no worker for you' });
+      assert.equal(await q.fail(queued.operationName, { code: Status.INTERNAL, message: 'again' }), false, 'already done');
+      assert.equal(await q.fail('operations/unknown', { code: Status.INTERNAL, message: 'x' }), false);
+      const started = deferred();
+      const aborted = deferred();
+      const stop = await faces.peer(q).work({ name: 'w', platform: LINUX, concurrency: 1 }, async (ctx) => {
+        started.resolve();
+        await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
+        aborted.resolve();
+        throw new Error('aborted');
+      });
+      const running = await q.submit(spec('fail-running'));
+      await started.promise;
+      assert.equal(await q.fail(running.operationName, { code: Status.UNAVAILABLE, message: 'gone' }), true);
+      await aborted.promise;
+      assert.equal((await untilDone(q, running.operationName)).error?.message, 'gone');
+      await stop();
+    });
+
     it('respects worker concurrency', async () => {
       const q = faces.open();
       let running = 0;

@@ -28,7 +28,7 @@ import type {
 } from '../../../execution/job-queue.ts';
 import { satisfies, unsatisfiableProperties } from '../../../execution/platform.ts';
 import { messageOf, Status } from '../../../common/errors.ts';
-import { cancelled, isMergeable, mergeKeyOf } from '../rules.ts';
+import { cancelled, isMergeable, mergeKeyOf, type OperationError } from '../rules.ts';
 import { BullmqContext, type BullmqJobQueueOptions } from './context.ts';
 import { mergeHash, personalQueueName, queueName, sharedOf } from './keys.ts';
 import { OperationStore } from './operation-store.ts';
@@ -130,7 +130,11 @@ export class BullmqJobQueue implements JobQueue {
     return stop;
   }
 
-  async cancel(name: string): Promise<boolean> {
+  cancel(name: string): Promise<boolean> {
+    return this.fail(name, cancelled(name));
+  }
+
+  async fail(name: string, error: OperationError): Promise<boolean> {
     const { ctx } = this;
     ctx.assertOpen();
     const h = await this.ops.raw(name);
@@ -142,7 +146,8 @@ export class BullmqJobQueue implements JobQueue {
         ctx.log.debug({ err, operation: name }, 'could not remove job');
       }
     }
-    const ok = await this.ops.finish(name, { error: cancelled(name) });
+    const ok = await this.ops.finish(name, { error });
+    // a worker running it aborts it (the channel is named for its first use, cancelling)
     await ctx.cmd.publish(ctx.keys.cancel, name);
     return ok;
   }
