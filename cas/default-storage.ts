@@ -3,8 +3,10 @@
 //
 //   reapi serve, reapi cas   CAS: disk{dataDir} (or memory)
 //                            AC:  writePolicy{ completenessChecking{ disk{dataDir/ac} } }
-//   reapi scheduler          CAS: remote{--cas} or sharding{remote{a}, remote{b}, ...}
-//                            AC:  writePolicy{ completenessChecking{ remote{first --cas} } }
+//   reapi scheduler          CAS: remote{--cas} or sharding{remote{a}, remote{b}, ...}, or with
+//                                 --replicas R, mirrored{R of remote{a}, remote{b}, ...}
+//                            AC:  writePolicy{ completenessChecking{ remote{first --cas} } }, or
+//                                 with --replicas R, the entries mirrored on R of the nodes
 //   reapi worker             the scheduler's, without the write policy (its writes are a worker's)
 //
 // Completeness is checked where the whole CAS is seen: on a storage node for its own blobs
@@ -35,6 +37,7 @@ function defaultClientWrites(config: Config, role: StorageRole): ClientWrites {
 export function storageTrees(config: Config, role: StorageRole): StorageTrees {
   const given = config.storage;
   const local = role === 'serve' || role === 'cas';
+  const replicas = Math.min(given.replicas, Math.max(1, config.cas.length));
   if (!local && config.cas.length === 0 && !(given.contentAddressableStorage && given.actionCache)) {
     throw new Error('no storage nodes: pass --cas HOST:PORT[,HOST:PORT]');
   }
@@ -46,7 +49,9 @@ export function storageTrees(config: Config, role: StorageRole): StorageTrees {
         : { disk: { path: config.dataDir, maxBytes: given.maxBytes, verifyBeforeServeBytes: given.verifyBeforeServeBytes } }
       : config.cas.length === 1
         ? { remote: { address: config.cas[0]! } }
-        : { sharding: { shards: config.cas.map((address) => ({ name: address, weight: 1, backend: { remote: { address } } })) } });
+        : replicas > 1
+          ? { mirrored: { replicas, backends: config.cas.map((address) => ({ name: address, weight: 1, backend: { remote: { address } } })) } }
+          : { sharding: { shards: config.cas.map((address) => ({ name: address, weight: 1, backend: { remote: { address } } })) } });
   let ac: ActionCacheConfig;
   if (given.actionCache) ac = given.actionCache;
   else if (local) {
@@ -54,7 +59,11 @@ export function storageTrees(config: Config, role: StorageRole): StorageTrees {
     const checked: ActionCacheConfig = config.actionCache.checkCompleteness ? { completenessChecking: { backend: store } } : store;
     ac = { writePolicy: { clientWrites: defaultClientWrites(config, role), backend: checked } };
   } else {
-    const checked: ActionCacheConfig = { completenessChecking: { backend: { remote: { address: config.cas[0]! } } } };
+    const nodes: ActionCacheConfig =
+      replicas > 1 && config.cas.length > 1
+        ? { mirrored: { replicas, backends: config.cas.map((address) => ({ name: address, backend: { remote: { address } } })) } }
+        : { remote: { address: config.cas[0]! } };
+    const checked: ActionCacheConfig = { completenessChecking: { backend: nodes } };
     ac = role === 'scheduler' ? { writePolicy: { clientWrites: defaultClientWrites(config, role), backend: checked } } : checked;
   }
   return { contentAddressableStorage: cas, actionCache: ac };

@@ -19,6 +19,8 @@ import { connectStorage, type StorageClients } from './grpc-clients.ts';
 import { MemoryActionCache } from './memory-action-cache.ts';
 import { MemoryBlobStore } from './memory-blob-store.ts';
 import { MetricsActionCache } from './metrics-action-cache.ts';
+import { MirroredActionCache } from './mirrored-action-cache.ts';
+import { MirroredBlobStore } from './mirrored-blob-store.ts';
 import { MetricsBlobStore } from './metrics-blob-store.ts';
 import { RemoteActionCache } from './remote-action-cache.ts';
 import { RemoteBlobStore } from './remote-blob-store.ts';
@@ -105,6 +107,11 @@ async function buildBlobStore(node: BlobStoreConfig, deps: StorageDeps, connect:
     const shards = [];
     for (const s of node.sharding.shards) shards.push({ name: s.name, weight: s.weight, store: await buildBlobStore(s.backend, deps, connect, label(name, s.name)) });
     store = new ShardingBlobStore(shards);
+  } else if ('mirrored' in node) {
+    name = label(parent, 'mirrored');
+    const replicas = [];
+    for (const b of node.mirrored.backends) replicas.push({ name: b.name, weight: b.weight, store: await buildBlobStore(b.backend, deps, connect, label(name, b.name)) });
+    store = new MirroredBlobStore(replicas, node.mirrored.replicas, logger.child({ component: 'mirrored-cas' }));
   } else {
     name = label(parent, 'existence-caching');
     store = new ExistenceCachingBlobStore(await buildBlobStore(node.existenceCaching.backend, deps, connect, name), node.existenceCaching);
@@ -128,6 +135,10 @@ function buildActionCache(node: ActionCacheConfig, deps: StorageDeps & { hooks: 
   } else if ('completenessChecking' in node) {
     name = label(parent, 'completeness-checking');
     cache = new CompletenessCheckingActionCache(buildActionCache(node.completenessChecking.backend, deps, connect, blobs, name), blobs, logger);
+  } else if ('mirrored' in node) {
+    name = label(parent, 'mirrored');
+    const replicas = node.mirrored.backends.map((b) => ({ name: b.name, cache: buildActionCache(b.backend, deps, connect, blobs, label(name, b.name)) }));
+    cache = new MirroredActionCache(replicas, node.mirrored.replicas, logger.child({ component: 'mirrored-ac' }));
   } else {
     name = label(parent, 'write-policy');
     const inner = buildActionCache(node.writePolicy.backend, deps, connect, blobs, name);

@@ -26,6 +26,7 @@ export interface CommonFlags {
   dockerHost?: string;
   fleetTokenFile?: string;
   redisCa?: string;
+  replicas?: string;
   tlsCert?: string;
   tlsKey?: string;
   tlsClientCa?: string;
@@ -88,6 +89,7 @@ export function addExecutionFlags(cmd: Command, opts: { storageNodes: boolean })
     .option('--vary-directory-order', 'opt-in variation: serve the second execution its inputs through disorderfs (shuffled directory order)');
   if (opts.storageNodes) {
     cmd.option('--cas <addresses>', 'storage nodes HOST:PORT, grpc://HOST:PORT or grpcs://HOST:PORT, comma-separated (blobs sharded by digest)');
+    cmd.option('--replicas <n>', 'keep each blob and ActionCache entry on N of the --cas nodes (default 1: sharded, the ActionCache on the first)', int('--replicas'));
     addClientTlsFlags(cmd);
   }
   return cmd;
@@ -136,7 +138,7 @@ export function configFromFlags(flags: CommonFlags, role?: string): Config {
     listen: flags.listen,
     dataDir: flags.dataDir ?? process.env.REAPI_DATA_DIR,
     logLevel: flags.logLevel ?? process.env.REAPI_LOG_LEVEL,
-    storage: { backend: flags.storage, maxBytes },
+    storage: { backend: flags.storage, maxBytes, replicas: flags.replicas === undefined ? undefined : Number(flags.replicas) },
     redis: flags.redis ?? process.env.REDIS_URL,
     redisCa: flags.redisCa,
     cas: flags.cas?.split(',').map((a) => a.trim()).filter(Boolean),

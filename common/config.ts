@@ -96,6 +96,11 @@ export const configSchema = z
         /** Blobs up to this size are read whole and verified before a single byte is sent. */
         verifyBeforeServeBytes: sizeBytes.default(4 * 1024 * 1024),
         /**
+         * With several `cas` nodes: keep each blob and ActionCache entry on this many of them, so
+         * losing a node loses nothing (1: blobs sharded, the ActionCache on the first node).
+         */
+        replicas: z.number().int().min(1).default(1),
+        /**
          * The CAS as a tree of backends and decorators (common/storage-config.ts). Unset: built
          * from `backend`, `dataDir` and `cas` (cas/default-storage.ts shows how).
          */

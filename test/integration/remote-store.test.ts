@@ -368,3 +368,26 @@ describe('the ActionCache of a fleet over two default-configured storage nodes',
     assert.equal(await new RemoteActionCache(client).get('main', action), undefined);
   });
 });
+
+describe('mirrored storage over three storage nodes (--replicas 2)', () => {
+  it('loses no blob and no ActionCache entry when one node stops', async () => {
+    const nodes = await Promise.all([startNode(), startNode(), startNode()]);
+    const config = parseConfig({ cas: nodes.map((n) => n.address), storage: { replicas: 2 }, fleetToken: TEST_FLEET_TOKEN, logLevel: 'silent' });
+    const storage = await createStorage('scheduler', { config, metrics: new Metrics(), logger: silentLogger });
+    cleanups.push(async () => storage.close());
+    const blobs: Array<{ d: Digest; data: Buffer }> = [];
+    for (let i = 0; i < 24; i++) {
+      const data = randomBytes(i === 0 ? 3 * MiB : 500 + i);
+      blobs.push({ d: await putBlob(storage.blobs, data), data });
+    }
+    for (const { d } of blobs) assert.equal(nodes.filter((n) => onDisk(n, d)).length, 2, `${d.hash} is on two nodes`);
+    const action = digestOf(Buffer.from(`mirrored action ${randomBytes(4).toString('hex')}`));
+    await storage.actionCache.put('main', action, { exit_code: 0, output_files: blobs.slice(0, 6).map(({ d }, i) => ({ path: `o${i}`, digest: d, is_executable: false })) });
+    // Any one node going down costs nothing: every blob and the entry have a second replica.
+    const victim = nodes[0]!;
+    await victim.stop();
+    for (const { d, data } of blobs) assert.deepEqual(await readBlob(storage.blobs, d), data);
+    assert.deepEqual(await storage.blobs.findMissing(blobs.map((b) => b.d)), []);
+    assert.equal((await storage.actionCache.get('main', action))?.output_files.length, 6, `a hit with ${victim.address} down`);
+  });
+});
