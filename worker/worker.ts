@@ -14,6 +14,7 @@ import { createActionExecutor, prepareExecDir } from './action-executor.ts';
 import { LocalContentCache } from './content-cache.ts';
 import type { Runner } from '../execution/runner.ts';
 import { detectVariationSupport } from './variations.ts';
+import { claimWorkDir } from './work-dir-claim.ts';
 import type { FeedbackStore } from '../execution/feedback.ts';
 import type { ReportStore } from '../execution/report-store.ts';
 import { BwrapRunner } from './runners/bwrap-runner.ts';
@@ -52,7 +53,9 @@ export function defaultWorkDir(config: Config): string {
 
 export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const { config, logger } = deps;
-  const workDir = resolve(config.worker.workDir ?? defaultWorkDir(config));
+  // Claimed for this process alone: a second worker started alike gets the next default dir.
+  const claim = await claimWorkDir(config.worker.workDir === undefined ? undefined : resolve(config.worker.workDir), defaultWorkDir(config));
+  const workDir = claim.dir;
   const name = deps.name ?? `${hostname()}:${process.pid}`;
   const runner = deps.runner ?? new BwrapRunner();
   const ready = await runner.ready?.();
@@ -100,6 +103,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       await runner.dispose?.();
       await docker?.dispose();
       for (const r of runtimes) await r.dispose();
+      await claim.release();
     },
   };
 }
