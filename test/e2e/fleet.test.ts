@@ -7,10 +7,12 @@
 // Run: node --import tsx --test test/e2e/fleet.test.ts
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readdir, rm, rmdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, rmdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
+import { parseConfig } from '../../common/config.ts';
+import { defaultWorkDir } from '../../worker/worker.ts';
 import { Redis } from 'ioredis';
 import { WORKSPACE_SPAWNS, bazelAvailable, createBazel, parseProcessSummary, type Bazel, type RunResult } from './bazel.ts';
 import { httpGet, metricValue, startReapi, type ReapiProcess } from '../support/reapi-process.ts';
@@ -47,20 +49,14 @@ describe('a fleet (redis, cas, scheduler, 2 workers) running real Bazel builds',
     cas = await startReapi(['cas', '--data-dir', await tmp('reapi-fleet-cas-')]);
     scheduler = await startScheduler();
     schedulerPort = scheduler.grpcPort;
+    // As the README's recipe starts them: two workers in one directory, so with one data dir and
+    // no --work-dir (each claims a default work dir of its own).
+    const dataDir = await tmp('reapi-fleet-workers-');
     for (let i = 0; i < 2; i++) {
-      const workDir = await tmp(`reapi-fleet-worker${i}-`);
-      // The sandbox user must traverse the work dir to reach the exec roots.
-      await chmod(workDir, 0o755);
-      workers.push(
-        await startReapi([
-          'worker',
-          '--redis', redis.url,
-          '--cas', `127.0.0.1:${cas.grpcPort}`,
-          '--work-dir', workDir,
-          '--concurrency', '2',
-        ]),
-      );
+      workers.push(await startReapi(['worker', '--redis', redis.url, '--cas', `127.0.0.1:${cas.grpcPort}`, '--data-dir', dataDir, '--concurrency', '2']));
     }
+    const base = defaultWorkDir(parseConfig({ dataDir }));
+    dirs.push(base, `${base}-2`);
     bazel = await createBazel();
   });
 
@@ -84,7 +80,6 @@ describe('a fleet (redis, cas, scheduler, 2 workers) running real Bazel builds',
 
   const flags = () => [
     ...bazel.remoteFlags(`grpc://127.0.0.1:${schedulerPort}`, 'executor'),
-    '--remote_retries=10',
     '--jobs=8',
   ];
 
