@@ -28,8 +28,9 @@ if (( want_test )); then
   # Docker runner tests: a dockerd they start themselves (scripts/docker/start-dockerd.sh) and the
   # images scripts/docker/build-images.sh makes from busybox-static, bash-static and debootstrap.
   need+=([dockerd]=docker.io [curl]=curl [bash-static]=bash-static [debootstrap]=debootstrap)
-  # TLS and mTLS tests make their own CA and certificates at run time.
-  need+=([openssl]=openssl)
+  # TLS and mTLS tests make their own CA and certificates at run time; the Kubernetes manifests
+  # are rendered with kubectl's kustomize.
+  need+=([openssl]=openssl [kubectl]=kubernetes-client)
 fi
 missing=()
 for cmd in "${!need[@]}"; do
