@@ -28,6 +28,10 @@ const BENCHMARKS: Record<string, { describe: string; load: () => Promise<{ main(
     describe: 'a Cargo crate graph (9 build scripts) built locally vs with build scripts on the fleet (reapi cargo), cold and warm',
     load: () => import('./cargo.ts'),
   },
+  load: {
+    describe: 'N concurrent clients executing M actions through a local fleet (3 storage nodes with replicas, 2 schedulers, 2 workers): actions/s, p50/p99 per stage, nothing lost',
+    load: () => import('./load.ts'),
+  },
   tls: {
     describe: 'what TLS costs: no-op action latency and ByteStream throughput, TLS vs plaintext, in one run',
     load: () => import('./tls.ts'),
