@@ -3,7 +3,7 @@
 // `graceMs`, naming what is missing, instead of waiting for a worker that may never come.
 import { Status } from '../common/errors.ts';
 import type { JobQueue, PlatformProperties } from '../execution/job-queue.ts';
-import { NO_WORKERS } from '../execution/platform.ts';
+import { NO_WORKERS, platformKey } from '../execution/platform.ts';
 
 export interface NoWorkerWatchdogOptions {
   graceMs: number;
@@ -22,6 +22,24 @@ export function noWorkerError(platform: PlatformProperties, missing: string[], w
   };
 }
 
+/**
+ * What `unsatisfiable` said lately, per queue and platform: thousands of queued operations of one
+ * build share one platform, and one answer per poll period serves them all.
+ */
+const recent = new WeakMap<JobQueue, Map<string, { at: number; missing: Promise<string[]> }>>();
+
+function unsatisfiable(queue: JobQueue, platform: PlatformProperties, maxAgeMs: number): Promise<string[]> {
+  let byPlatform = recent.get(queue);
+  if (!byPlatform) recent.set(queue, (byPlatform = new Map()));
+  const key = platformKey(platform);
+  const hit = byPlatform.get(key);
+  if (hit && Date.now() - hit.at < maxAgeMs) return hit.missing;
+  const missing = queue.unsatisfiable(platform);
+  byPlatform.set(key, { at: Date.now(), missing });
+  missing.catch(() => byPlatform.delete(key));
+  return missing;
+}
+
 /** Watch one operation while it is queued; returns the function that stops watching. */
 export function watchForNoWorker(queue: JobQueue, name: string, platform: PlatformProperties, opts: NoWorkerWatchdogOptions): () => void {
   const pollMs = opts.pollMs ?? Math.max(50, Math.min(10_000, Math.floor(opts.graceMs / 4)));
@@ -37,7 +55,7 @@ export function watchForNoWorker(queue: JobQueue, name: string, platform: Platfo
         if (state?.done) clearInterval(timer);
         return;
       }
-      const missing = await queue.unsatisfiable(platform);
+      const missing = await unsatisfiable(queue, platform, pollMs / 2);
       if (missing.length === 0) {
         since = undefined;
         return;
