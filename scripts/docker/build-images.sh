@@ -8,6 +8,9 @@
 #            bash-static as /bin/bash so Bazel's `/bin/bash -c` genrules run in it.
 #   debian   reapi-debian:bookworm (~200 MB): `debootstrap --variant=minbase` of the suite apt
 #            uses, from the mirror apt is configured with (~30-60 s).
+#   reapi    reapi:latest: reapi itself (for deploy/): the same minbase plus bubblewrap,
+#            redis-server, busybox-static and strace, this machine's node binary and this checkout
+#            with its node_modules under /opt/reapi; entrypoint `reapi`.
 # Each image has /etc/reapi-image naming it (a marker tests look for) and ENV PATH. Images
 # already present are kept unless --force. Actions then ask for one with the platform property
 #   container-image=docker://reapi-busybox:latest
@@ -20,7 +23,7 @@ images=()
 for a in "$@"; do
   case "$a" in
     --force) force=1 ;;
-    busybox|debian) images+=("$a") ;;
+    busybox|debian|reapi) images+=("$a") ;;
     -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-images: unknown argument $a" >&2; exit 2 ;;
   esac
@@ -95,6 +98,35 @@ build_debian() {
   write_etc "$r" "$name"
   import "$r" "$name" /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   docker tag "$name" reapi-debian:latest
+}
+
+build_reapi() {
+  local suite
+  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  local name="reapi:latest"
+  if (( !force )) && present "$name"; then echo "build-images: $name already present" >&2; return; fi
+  command -v debootstrap >/dev/null || { echo "build-images: debootstrap missing (apt-get install debootstrap)" >&2; exit 1; }
+  local r="$work/reapi" m repo
+  m=$(mirror)
+  repo=$(cd "$(dirname "$0")/../.." && pwd)
+  [[ -d $repo/node_modules ]] || { echo "build-images: $repo/node_modules missing (npm install)" >&2; exit 1; }
+  echo "build-images: debootstrap --variant=minbase $suite with reapi's packages from $m" >&2
+  debootstrap --variant=minbase --include=bubblewrap,redis-server,busybox-static,strace,ca-certificates,procps "$suite" "$r" "$m" >"$work/debootstrap-reapi.log" 2>&1 || {
+    tail -n 20 "$work/debootstrap-reapi.log" >&2; exit 1; }
+  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+  install -m 0755 "$(readlink -f "$(command -v node)")" "$r/usr/local/bin/node"
+  mkdir -p "$r/opt/reapi"
+  # The checkout as committed, plus its installed dependencies.
+  git -C "$repo" archive HEAD | tar -x -C "$r/opt/reapi"
+  cp -a "$repo/node_modules" "$r/opt/reapi/node_modules"
+  ln -s /opt/reapi/bin/reapi.mjs "$r/usr/local/bin/reapi"
+  mkdir -p "$r/data" "$r/work"
+  write_etc "$r" "$name"
+  tar --numeric-owner -C "$r" -c . | docker import \
+    -c "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    -c 'WORKDIR /opt/reapi' -c 'ENTRYPOINT ["/usr/local/bin/node", "/opt/reapi/bin/reapi.mjs"]' \
+    -m "reapi, built by scripts/docker/build-images.sh" - "$name" >/dev/null
+  echo "build-images: imported $name ($(docker image inspect -f '{{.Size}}' "$name") bytes)" >&2
 }
 
 for i in "${images[@]}"; do "build_$i"; done
