@@ -44,7 +44,7 @@ export interface TestDockerd {
 }
 
 /** Starts a daemon and imports the images asked for (default: busybox). */
-export async function startDockerd(opts: { images?: Array<'busybox' | 'debian'> } = {}): Promise<TestDockerd> {
+export async function startDockerd(opts: { images?: Array<'busybox' | 'debian' | 'reapi'> } = {}): Promise<TestDockerd> {
   const root = await mkdtemp(join(tmpdir(), 'reapi-dockerd-'));
   const socket = join(root, 'docker.sock');
   const host = `unix://${socket}`;
