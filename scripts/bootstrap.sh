@@ -28,6 +28,8 @@ if (( want_test )); then
   # Docker runner tests: a dockerd they start themselves (scripts/docker/start-dockerd.sh) and the
   # images scripts/docker/build-images.sh makes from busybox-static, bash-static and debootstrap.
   need+=([dockerd]=docker.io [curl]=curl [bash-static]=bash-static [debootstrap]=debootstrap)
+  # deploy/compose is tested with Debian's docker-compose.
+  need+=([docker-compose]=docker-compose)
   # TLS and mTLS tests make their own CA and certificates at run time; the Kubernetes manifests
   # are rendered with kubectl's kustomize.
   need+=([openssl]=openssl [kubectl]=kubernetes-client)

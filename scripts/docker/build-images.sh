@@ -8,7 +8,7 @@
 #            bash-static as /bin/bash so Bazel's `/bin/bash -c` genrules run in it.
 #   debian   reapi-debian:bookworm (~200 MB): `debootstrap --variant=minbase` of the suite apt
 #            uses, from the mirror apt is configured with (~30-60 s).
-#   reapi    reapi:latest: reapi itself (for deploy/): the same minbase plus bubblewrap,
+#   reapi    reapi:latest: reapi itself (for deploy/): the same minbase plus bubblewrap, prometheus,
 #            redis-server, busybox-static and strace, this machine's node binary and this checkout
 #            with its node_modules under /opt/reapi; entrypoint `reapi`.
 # Each image has /etc/reapi-image naming it (a marker tests look for) and ENV PATH. Images
@@ -111,7 +111,7 @@ build_reapi() {
   repo=$(cd "$(dirname "$0")/../.." && pwd)
   [[ -d $repo/node_modules ]] || { echo "build-images: $repo/node_modules missing (npm install)" >&2; exit 1; }
   echo "build-images: debootstrap --variant=minbase $suite with reapi's packages from $m" >&2
-  debootstrap --variant=minbase --include=bubblewrap,redis-server,busybox-static,strace,ca-certificates,procps "$suite" "$r" "$m" >"$work/debootstrap-reapi.log" 2>&1 || {
+  debootstrap --variant=minbase --include=bubblewrap,redis-server,busybox-static,strace,ca-certificates,procps,prometheus "$suite" "$r" "$m" >"$work/debootstrap-reapi.log" 2>&1 || {
     tail -n 20 "$work/debootstrap-reapi.log" >&2; exit 1; }
   rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
   install -m 0755 "$(readlink -f "$(command -v node)")" "$r/usr/local/bin/node"
