@@ -5,6 +5,7 @@
 // In memory for `reapi serve`; in Redis for a fleet, so every scheduler and worker shares it.
 import type { Redis } from 'ioredis';
 import { connectRedis, type RedisTarget } from '../common/redis.ts';
+import { LRUCache } from 'lru-cache';
 import { digestKey, type Digest } from '../common/digest.ts';
 
 export interface MnemonicStats {
@@ -28,9 +29,17 @@ const EMPTY: MnemonicStats = { executions: 0, nondeterministic: 0, served: 0 };
 /** Entries whose served counts are kept in memory; the least recently served are forgotten first. */
 const MAX_ENTRIES = 100_000;
 
+/**
+ * Mnemonics are named by clients: at most this many are kept in memory (the least recently seen
+ * forgotten first), and in Redis each one's counts expire a while after it was last seen, so a
+ * client inventing names cannot grow either without bound.
+ */
+export const MAX_MNEMONICS = 10_000;
+const MNEMONIC_TTL_MS = 30 * 86_400_000;
+
 export class MemoryFeedbackStore implements FeedbackStore {
   private readonly served = new Map<string, number>();
-  private readonly mnemonics = new Map<string, MnemonicStats>();
+  private readonly mnemonics = new LRUCache<string, MnemonicStats>({ max: MAX_MNEMONICS });
 
   async recordServed(instanceName: string, action: Digest, mnemonic: string): Promise<void> {
     const key = `${instanceName}\0${digestKey(action)}`;
@@ -74,14 +83,16 @@ export class RedisFeedbackStore implements FeedbackStore {
 
   async recordServed(instanceName: string, action: Digest, mnemonic: string): Promise<void> {
     const key = `${this.prefix}:served:${instanceName}:${digestKey(action)}`;
-    // Served counts fade out after 30 days without a hit.
-    await this.redis.multi().incr(key).pexpire(key, 30 * 86_400_000).hincrby(this.mnemonicKey(mnemonic), 'served', 1).exec();
+    // Served counts fade out after 30 days without a hit, mnemonics 30 days after they were last seen.
+    const m = this.mnemonicKey(mnemonic);
+    await this.redis.multi().incr(key).pexpire(key, 30 * 86_400_000).hincrby(m, 'served', 1).pexpire(m, MNEMONIC_TTL_MS).exec();
   }
 
   async recordExecuted(mnemonic: string, nondeterministic: boolean): Promise<void> {
-    const m = this.redis.multi().hincrby(this.mnemonicKey(mnemonic), 'executions', 1);
-    if (nondeterministic) m.hincrby(this.mnemonicKey(mnemonic), 'nondeterministic', 1);
-    await m.exec();
+    const key = this.mnemonicKey(mnemonic);
+    const m = this.redis.multi().hincrby(key, 'executions', 1);
+    if (nondeterministic) m.hincrby(key, 'nondeterministic', 1);
+    await m.pexpire(key, MNEMONIC_TTL_MS).exec();
   }
 
   async servedCount(instanceName: string, action: Digest): Promise<number> {
