@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,20 +17,11 @@ import { findOnPath } from '../support/commands.ts';
 import { dockerSkipReason, startDockerd, type TestDockerd } from '../support/dockerd.ts';
 import { httpGet, startReapi, TEST_FLEET_TOKEN, type ReapiProcess } from '../support/reapi-process.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
+import { freePort } from '../support/net.ts';
 
 const sh = promisify(execFile);
 const COMPOSE_FILE = fileURLToPath(new URL('../../deploy/compose/docker-compose.yml', import.meta.url));
 const SERVICES = ['redis', 'cas1', 'cas2', 'cas3', 'scheduler1', 'scheduler2', 'prometheus'];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const skip = dockerSkipReason() || sandboxSkip || (!findOnPath('docker-compose') && 'docker-compose is not installed') || (!bazelAvailable() && 'bazel is not installed');
 

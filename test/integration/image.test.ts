@@ -6,7 +6,6 @@
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -15,18 +14,9 @@ import { connectExec, execute, run, type ExecClients } from '../support/executio
 import { dockerSkipReason, startDockerd, type TestDockerd } from '../support/dockerd.ts';
 import { startReapi, TEST_FLEET_TOKEN, type ReapiProcess } from '../support/reapi-process.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
+import { freePort } from '../support/net.ts';
 
 const sh = promisify(execFile);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('the reapi image', { skip: dockerSkipReason() || sandboxSkip }, () => {
   let dockerd: TestDockerd;

@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { findOnPath } from '../support/commands.ts';
@@ -15,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { Metrics } from '../../common/metrics.ts';
 import { bazelAvailable, createBazel } from '../e2e/bazel.ts';
 import { httpGet, startReapi, type ReapiProcess } from '../support/reapi-process.ts';
+import { freePort } from '../support/net.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const PROM_DIR = join(ROOT, 'deploy/prometheus');
@@ -419,15 +419,4 @@ describe('observability: rules, dashboards and metrics', () => {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolvePort(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
 }

@@ -3,7 +3,6 @@ import { strict as assert } from 'node:assert';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +16,7 @@ import { startStorageNode, type StorageNode } from '../../cas/storage-node.ts';
 import { createStorage } from '../../cas/storage-factory.ts';
 import { Metrics } from '../../common/metrics.ts';
 import { TEST_FLEET_TOKEN } from '../support/reapi-process.ts';
+import { freePort } from '../support/net.ts';
 import { parseConfig } from '../../common/config.ts';
 import { digestOf, EMPTY_DIGEST, type Digest } from '../../common/digest.ts';
 import { ReapiError } from '../../common/errors.ts';
@@ -50,14 +50,6 @@ async function startNode(): Promise<Node> {
     await rm(dataDir, { recursive: true, force: true });
   });
   return { node, dataDir, address, clients, stop };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
 }
 
 async function rejectsWith(p: Promise<unknown>, code: status, pattern?: RegExp): Promise<ReapiError> {

@@ -2,11 +2,12 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findOnPath } from './commands.ts';
+import { freePort } from './net.ts';
 
 /** A skip reason for tests that start a redis-server, or false when they can run. */
 export const redisSkip: string | false = findOnPath('redis-server') ? false : 'redis-server is not installed';
@@ -15,19 +16,6 @@ export interface TestRedis {
   url: string;
   port: number;
   stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Whether the server answers (any reply will do: with a password, PING answers NOAUTH). */

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 
 import { readLimitEvents, readText, readUsage, type CgroupDirs, type CgroupUsage, type LimitEvents } from './cgroup-files.ts';
 import { CappedOutput } from './output-buffer.ts';
+import { shQuote } from './supervision.ts';
 
 /** The platform property naming the image an action runs in. */
 export const CONTAINER_IMAGE = 'container-image';
@@ -39,11 +40,6 @@ export function importHint(image: string): string {
   if (repo === 'reapi-busybox') return 'scripts/docker/build-images.sh busybox';
   if (repo === 'reapi-debian') return 'scripts/docker/build-images.sh debian';
   return `tar -C ROOTFS -c . | docker import - ${image}  (or: docker load -i IMAGE.tar)`;
-}
-
-/** Single-quotes `s` for sh. */
-export function shQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** True when `path` is an ELF executable without a program interpreter (statically linked). */
