@@ -66,7 +66,6 @@ export async function startStorageNode(config: Config, logger: Logger, metrics =
     config,
     service: serviceContexts(metrics, logger, guard),
     execEnabled: false,
-    ...(config.fleetToken !== undefined ? { fleetToken: config.fleetToken } : {}),
   });
   if (config.fleetToken === undefined) {
     logger.warn('no fleet token (--fleet-token-file or $REAPI_FLEET_TOKEN): this storage node accepts no ActionCache writes from workers; give storage nodes, schedulers and workers the same token');
@@ -86,6 +85,6 @@ export async function startStorageNode(config: Config, logger: Logger, metrics =
   };
 }
 
-export function serviceContexts(metrics: Metrics, logger: Logger, guard?: CallGuard): (name: string) => ServiceContext {
-  return (name) => ({ service: name, metrics, logger: logger.child({ service: name }), ...(guard ? { guard } : {}) });
+export function serviceContexts(metrics: Metrics, logger: Logger, guard: CallGuard): (name: string) => ServiceContext {
+  return (name) => ({ service: name, metrics, logger: logger.child({ service: name }), guard });
 }

@@ -12,12 +12,12 @@ export interface ServiceContext {
   metrics: Metrics;
   logger: Logger;
   /** Who may call (common/auth/guard.ts); every call is admitted through it first. */
-  guard?: CallGuard;
+  guard: CallGuard;
 }
 
-/** Admit the call through the service's guard, if it has one. */
+/** Admit the call through the service's guard. */
 function admitted(ctx: ServiceContext, method: string, call: { metadata: grpc.Metadata }, request?: unknown): Promise<unknown> {
-  return ctx.guard ? ctx.guard.admit(ctx.service, method, call, request) : Promise.resolve();
+  return ctx.guard.admit(ctx.service, method, call, request);
 }
 
 export type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;

@@ -1,7 +1,6 @@
 // ActionCache: GetActionResult (with inlining on request) and UpdateActionResult.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Metadata } from '@grpc/grpc-js';
-import { FLEET_TOKEN_HEADER, principalOf } from '../../common/auth/index.ts';
+import { principalOf } from '../../common/auth/index.ts';
 import { may } from '../../common/auth/permissions.ts';
 import { digestKey, validateDigest, type Digest } from '../../common/digest.ts';
 import { invalidArgument, notFound } from '../../common/errors.ts';
@@ -20,7 +19,7 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
   return {
     GetActionResult: unary(ctx, 'GetActionResult', async (req, call) => {
       const digest = validateDigest(req.action_digest, 'action_digest');
-      const stored = await actionCache.get(req.instance_name, digest, callerOf(storage.fleetToken, call));
+      const stored = await actionCache.get(req.instance_name, digest, callerOf(call));
       const result = stored && !isRemoved(stored) ? stored : undefined;
       ctx.metrics.actionCacheRequests.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), result: result ? 'hit' : 'miss' });
       if (!result) throw notFound(`no action result for ${digestKey(digest)} in instance "${req.instance_name}"`);
@@ -40,7 +39,7 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
       if (!result) throw invalidArgument('action_result is missing');
       // The chain's write policy decides (cas/write-policy-action-cache.ts): fleet members write,
       // clients as configured.
-      const writer = callerOf(storage.fleetToken, call);
+      const writer = callerOf(call);
       // Inline data may arrive with the result; keep it in the CAS so the entry stays small.
       if (writer.kind === 'fleet' || storage.clientWrites !== 'deny') {
         if (result.stdout_raw.length > 0 && !result.stdout_digest) result.stdout_digest = await putBlob(blobs, result.stdout_raw);
@@ -77,21 +76,11 @@ async function inline(
 }
 
 /**
- * Who calls: a fleet member (a principal with the 'worker' permission; without a guard, a call
- * carrying the fleet token), else a client.
+ * Who calls: a fleet member (a principal the guard admitted with the 'worker' permission, e.g. by
+ * the fleet token), else a client.
  */
-function callerOf(token: string | undefined, call: { metadata: Metadata }): CacheCaller {
+function callerOf(call: { metadata: Metadata }): CacheCaller {
   const principal = principalOf(call);
-  const fleet = principal ? may(principal, 'worker') : isFleetMember(token, call.metadata);
+  const fleet = principal !== undefined && may(principal, 'worker');
   return { kind: fleet ? 'fleet' : 'client', labels: requestLabels(call.metadata) };
-}
-
-/** Does the call carry the fleet token (compared in constant time)? */
-function isFleetMember(token: string | undefined, metadata: Metadata): boolean {
-  if (token === undefined) return false;
-  const sent = metadata.get(FLEET_TOKEN_HEADER)[0];
-  if (typeof sent !== 'string') return false;
-  const a = createHash('sha256').update(sent).digest();
-  const b = createHash('sha256').update(token).digest();
-  return timingSafeEqual(a, b);
 }

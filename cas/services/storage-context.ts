@@ -12,12 +12,6 @@ export interface StorageContext {
   actionCache: ActionCache;
   config: Config;
   service: (name: string) => ServiceContext;
-  /**
-   * Storage nodes: the fleet token. A caller presenting it (a scheduler or worker) writes the
-   * ActionCache as a fleet member whatever the write policy says of clients, and the provenance
-   * it records is kept.
-   */
-  fleetToken?: string;
   /** What the chain's write policy does with client writes (Capabilities announces it). */
   clientWrites: ClientWrites;
   /** Told about every cache hit served by GetActionResult (feedback, audits). */
