@@ -36,6 +36,12 @@ trap 'rm -rf "$work"' EXIT
 
 present() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# True, after saying so, when image $1 is already in the engine and --force was not given.
+kept() {
+  (( !force )) && present "$1" || return 1
+  echo "build-images: $1 already present" >&2
+}
+
 # Minimal account files: root, and nobody (65534), the uid actions run as by default.
 write_etc() {
   local rootfs=$1 name=$2
@@ -45,15 +51,17 @@ write_etc() {
   echo "$name" >"$rootfs/etc/reapi-image"
 }
 
+# import ROOTFS NAME PATH [docker import options...]
 import() {
   local rootfs=$1 name=$2 path=$3
-  tar --numeric-owner -C "$rootfs" -c . | docker import -c "ENV PATH=$path" -m "reapi $name, built by scripts/docker/build-images.sh" - "$name" >/dev/null
+  shift 3
+  tar --numeric-owner -C "$rootfs" -c . | docker import -c "ENV PATH=$path" "$@" -m "reapi $name, built by scripts/docker/build-images.sh" - "$name" >/dev/null
   echo "build-images: imported $name ($(docker image inspect -f '{{.Size}}' "$name") bytes)" >&2
 }
 
 build_busybox() {
   local name=reapi-busybox:latest
-  if (( !force )) && present "$name"; then echo "build-images: $name already present" >&2; return; fi
+  kept "$name" && return
   [[ -x /bin/busybox ]] || { echo "build-images: /bin/busybox missing (apt-get install busybox-static)" >&2; exit 1; }
   [[ -x /bin/bash-static ]] || { echo "build-images: /bin/bash-static missing (apt-get install bash-static)" >&2; exit 1; }
   # busybox must be the static build: it runs in an image without a libc.
@@ -83,37 +91,41 @@ mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
-build_debian() {
-  local suite
-  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-  local name="reapi-debian:$suite"
-  if (( !force )) && present "$name"; then echo "build-images: $name already present" >&2; return; fi
+# The Debian suite apt on this machine uses.
+host_suite() { (. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}"); }
+
+DEBIAN_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+# minbase ROOTFS [PACKAGES]: `debootstrap --variant=minbase` of the host's suite into ROOTFS, with
+# the comma-separated PACKAGES added, and apt's download caches removed.
+minbase() {
+  local r=$1 include=${2:-} suite m log
   command -v debootstrap >/dev/null || { echo "build-images: debootstrap missing (apt-get install debootstrap)" >&2; exit 1; }
-  local r="$work/debian" m
+  suite=$(host_suite)
   m=$(mirror)
-  echo "build-images: debootstrap --variant=minbase $suite from $m" >&2
-  debootstrap --variant=minbase "$suite" "$r" "$m" >"$work/debootstrap.log" 2>&1 || {
-    tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
+  log="$work/debootstrap-$(basename "$r").log"
+  echo "build-images: debootstrap --variant=minbase $suite${include:+ with $include} from $m" >&2
+  debootstrap --variant=minbase ${include:+"--include=$include"} "$suite" "$r" "$m" >"$log" 2>&1 || {
+    tail -n 20 "$log" >&2; exit 1; }
   rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+}
+
+build_debian() {
+  local name r="$work/debian"
+  name="reapi-debian:$(host_suite)"
+  kept "$name" && return
+  minbase "$r"
   write_etc "$r" "$name"
-  import "$r" "$name" /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  import "$r" "$name" "$DEBIAN_PATH"
   docker tag "$name" reapi-debian:latest
 }
 
 build_reapi() {
-  local suite
-  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-  local name="reapi:latest"
-  if (( !force )) && present "$name"; then echo "build-images: $name already present" >&2; return; fi
-  command -v debootstrap >/dev/null || { echo "build-images: debootstrap missing (apt-get install debootstrap)" >&2; exit 1; }
-  local r="$work/reapi" m repo
-  m=$(mirror)
+  local name=reapi:latest r="$work/reapi" repo
+  kept "$name" && return
   repo=$(cd "$(dirname "$0")/../.." && pwd)
   [[ -d $repo/node_modules ]] || { echo "build-images: $repo/node_modules missing (npm install)" >&2; exit 1; }
-  echo "build-images: debootstrap --variant=minbase $suite with reapi's packages from $m" >&2
-  debootstrap --variant=minbase --include=bubblewrap,redis-server,busybox-static,strace,ca-certificates,procps,prometheus "$suite" "$r" "$m" >"$work/debootstrap-reapi.log" 2>&1 || {
-    tail -n 20 "$work/debootstrap-reapi.log" >&2; exit 1; }
-  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+  minbase "$r" bubblewrap,redis-server,busybox-static,strace,ca-certificates,procps,prometheus
   install -m 0755 "$(readlink -f "$(command -v node)")" "$r/usr/local/bin/node"
   mkdir -p "$r/opt/reapi"
   # The checkout as committed, plus its installed dependencies.
@@ -122,11 +134,8 @@ build_reapi() {
   ln -s /opt/reapi/bin/reapi.mjs "$r/usr/local/bin/reapi"
   mkdir -p "$r/data" "$r/work"
   write_etc "$r" "$name"
-  tar --numeric-owner -C "$r" -c . | docker import \
-    -c "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-    -c 'WORKDIR /opt/reapi' -c 'ENTRYPOINT ["/usr/local/bin/node", "/opt/reapi/bin/reapi.mjs"]' \
-    -m "reapi, built by scripts/docker/build-images.sh" - "$name" >/dev/null
-  echo "build-images: imported $name ($(docker image inspect -f '{{.Size}}' "$name") bytes)" >&2
+  import "$r" "$name" "$DEBIAN_PATH" \
+    -c 'WORKDIR /opt/reapi' -c 'ENTRYPOINT ["/usr/local/bin/node", "/opt/reapi/bin/reapi.mjs"]'
 }
 
 for i in "${images[@]}"; do "build_$i"; done
