@@ -33,7 +33,7 @@ import { BullmqContext, type BullmqJobQueueOptions } from './context.ts';
 import { mergeHash, personalQueueName, queueName, sharedOf } from './keys.ts';
 import { OperationStore } from './operation-store.ts';
 import { OperationWatchers } from './operation-watchers.ts';
-import { PersonalQueues, waitingJobs } from './personal-queues.ts';
+import { jobCounts, PersonalQueues } from './personal-queues.ts';
 import { bullPriority } from './priority.ts';
 import { PubSub } from './pub-sub.ts';
 import { liveWorkers, registeredWorkers, isLive } from './worker-registry.ts';
@@ -170,8 +170,7 @@ export class BullmqJobQueue implements JobQueue {
       } catch {
         continue;
       }
-      const c = await ctx.queue(queue).getJobCounts('waiting', 'prioritized', 'delayed', 'active');
-      const p = { platform, waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0), active: c.active ?? 0 };
+      const p = { platform, ...(await jobCounts(ctx, queue)) };
       platforms.push(p);
       byQueue.set(queue, p);
     }
@@ -179,9 +178,9 @@ export class BullmqJobQueue implements JobQueue {
     for (const pq of Object.keys(await ctx.cmd.hgetall(ctx.keys.personal))) {
       const p = byQueue.get(sharedOf(pq));
       if (!p) continue;
-      const c = await ctx.queue(pq).getJobCounts('waiting', 'prioritized', 'delayed', 'active');
-      p.waiting += (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0);
-      p.active += c.active ?? 0;
+      const c = await jobCounts(ctx, pq);
+      p.waiting += c.waiting;
+      p.active += c.active;
     }
     return { platforms, workers: await liveWorkers(ctx) };
   }
@@ -193,7 +192,7 @@ export class BullmqJobQueue implements JobQueue {
     const free: Array<{ name: string; free: number }> = [];
     for (const { name, reg } of await registeredWorkers(ctx)) {
       if (name === exclude || reg.draining || !satisfies(reg.platform, platform) || reg.active >= reg.concurrency) continue;
-      const waiting = await waitingJobs(ctx, personalQueueName(queue, name));
+      const { waiting } = await jobCounts(ctx, personalQueueName(queue, name));
       if (reg.active + waiting < reg.concurrency) free.push({ name, free: reg.concurrency - reg.active - waiting });
     }
     return free.sort((a, b) => b.free - a.free).map((w) => w.name);

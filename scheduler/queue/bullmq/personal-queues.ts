@@ -21,10 +21,10 @@ import { parseRegistration } from './worker-registry.ts';
 /** Locality candidates looked up per submit (best first); only the best live one is used. */
 const LOCALITY_CANDIDATES = 8;
 
-/** Jobs counted as waiting in a BullMQ queue. */
-export async function waitingJobs(ctx: BullmqContext, queue: string): Promise<number> {
-  const c = await ctx.queue(queue).getJobCounts('waiting', 'prioritized', 'delayed');
-  return (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0);
+/** Jobs in a BullMQ queue: waiting (BullMQ's waiting, prioritized and delayed) and active. */
+export async function jobCounts(ctx: BullmqContext, queue: string): Promise<{ waiting: number; active: number }> {
+  const c = await ctx.queue(queue).getJobCounts('waiting', 'prioritized', 'delayed', 'active');
+  return { waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0), active: c.active ?? 0 };
 }
 
 export class PersonalQueues {
@@ -69,7 +69,7 @@ export class PersonalQueues {
       this.routing.set(pq, (this.routing.get(pq) ?? 0) + 1);
       let routed = false;
       try {
-        const waiting = (await waitingJobs(ctx, pq)) + (this.routing.get(pq) ?? 1) - 1;
+        const waiting = (await jobCounts(ctx, pq)).waiting + (this.routing.get(pq) ?? 1) - 1;
         routed = waiting < reg.concurrency;
         return routed ? c.worker : undefined;
       } finally {
