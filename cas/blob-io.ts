@@ -1,7 +1,7 @@
 // Whole-blob helpers on top of the streaming BlobStore interface, for small blobs (protos,
 // batch calls).
 import type { Readable } from 'node:stream';
-import { digestOf, type Digest } from '../common/digest.ts';
+import type { Digest } from '../common/digest.ts';
 import type { BlobStore } from './blob-store.ts';
 
 export async function readStream(stream: Readable): Promise<Buffer> {
@@ -15,8 +15,8 @@ export async function readBlob(store: BlobStore, digest: Digest): Promise<Buffer
   return readStream(await store.read(digest));
 }
 
-/** Store `data` under `digest` (computed when omitted); returns the digest. */
-export async function putBlob(store: BlobStore, data: Buffer, digest: Digest = digestOf(data)): Promise<Digest> {
+/** Store `data` under `digest` (computed with the store's digest function when omitted); returns the digest. */
+export async function putBlob(store: BlobStore, data: Buffer, digest: Digest = store.digestFunction.digestOf(data)): Promise<Digest> {
   const writer = await store.write(digest);
   if (writer.alreadyExists) return digest;
   try {

@@ -1,9 +1,15 @@
-// The BlobStore seam: content-addressed blobs keyed by SHA-256 digest. Implementations (memory,
-// disk, remote) and decorators (metrics, read verification, ...) all speak this interface.
+// The BlobStore seam: content-addressed blobs keyed by digest. Implementations (memory, disk,
+// remote) and decorators (metrics, sharding, ...) all speak this interface. A store holds the
+// blobs of one digest function (the storage factory builds one chain per function), so whoever
+// hashes for it (uploads, the worker's outputs) takes its `digestFunction`.
 import type { Readable } from 'node:stream';
 import type { Digest } from '../common/digest.ts';
+import type { DigestFunction } from '../common/digest-function.ts';
 
 export interface BlobStore {
+  /** How this store's blobs are hashed: commits and reads are checked with it. */
+  readonly digestFunction: DigestFunction;
+
   /** The digests among `digests` that are not stored. The empty blob is always present. */
   findMissing(digests: Digest[]): Promise<Digest[]>;
 
@@ -41,7 +47,7 @@ export interface BlobWriter {
   readonly alreadyExists: boolean;
   /** Append bytes; rejects with OUT_OF_RANGE past the declared size. */
   append(chunk: Buffer): Promise<void>;
-  /** Check size and SHA-256 and make the blob visible atomically; INVALID_ARGUMENT on mismatch. */
+  /** Check size and hash and make the blob visible atomically; INVALID_ARGUMENT on mismatch. */
   commit(): Promise<void>;
   /** Drop everything written; safe to call more than once and after commit. */
   abort(): Promise<void>;

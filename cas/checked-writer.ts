@@ -1,9 +1,9 @@
 // The part every BlobWriter shares: one state machine (open, committed, aborted), bytes past the
 // declared size refused, the size checked before the storage-specific publish step, and a failed
-// publish discarding the upload. CheckedBlobWriter adds the SHA-256 check for stores that keep
+// publish discarding the upload. CheckedBlobWriter adds the hash check (the store's digest function) for stores that keep
 // blobs themselves; a remote store leaves that to the node it uploads to.
-import { createHash } from 'node:crypto';
 import type { Digest } from '../common/digest.ts';
+import type { DigestFunction, Hasher } from '../common/digest-function.ts';
 import { invalidArgument, outOfRange } from '../common/errors.ts';
 import type { BlobWriter } from './blob-store.ts';
 
@@ -66,14 +66,19 @@ export abstract class SizeCheckedBlobWriter implements BlobWriter {
 
 /** A writer that also hashes what it receives and refuses content that does not match the digest. */
 export abstract class CheckedBlobWriter extends SizeCheckedBlobWriter {
-  private readonly hash = createHash('sha256');
+  private readonly hash: Hasher;
+
+  constructor(digest: Digest, fn: DigestFunction) {
+    super(digest);
+    this.hash = fn.hasher();
+  }
 
   protected override observe(chunk: Buffer): void {
     this.hash.update(chunk);
   }
 
   protected override async verify(): Promise<void> {
-    const actual = this.hash.digest('hex');
+    const actual = this.hash.hex();
     if (actual !== this.digest.hash) {
       await this.abort();
       throw invalidArgument(`blob content hashes to ${actual}, not to the declared ${this.digest.hash}`);

@@ -1,9 +1,12 @@
 // An ActionCache on the local filesystem: `ac/<instance>/<hash>-<size>` holds the encoded
 // ActionResult, written to a temp file and renamed into place so readers never see half an entry.
+// Entries of actions hashed with another digest function than SHA-256 carry its name before the
+// hash (`blake3-<hash>-<size>`), so functions never share an entry.
 import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../common/digest.ts';
+import { SHA256, type DigestFunction } from '../common/digest-function.ts';
 import { dataLoss } from '../common/errors.ts';
 import { decode, encode } from '../protos/index.ts';
 import type { ActionCache, ActionResult, ActionResultInput } from './action-cache.ts';
@@ -11,7 +14,14 @@ import type { ActionCache, ActionResult, ActionResultInput } from './action-cach
 export class DiskActionCache implements ActionCache {
   private readonly madeDirs = new Set<string>();
 
-  constructor(private readonly root: string) {}
+  private readonly prefix: string;
+
+  constructor(
+    private readonly root: string,
+    fn: DigestFunction = SHA256,
+  ) {
+    this.prefix = fn === SHA256 ? '' : `${fn.resourceName}-`;
+  }
 
   async get(instanceName: string, actionDigest: Digest): Promise<ActionResult | undefined> {
     let bytes: Buffer;
@@ -56,6 +66,6 @@ export class DiskActionCache implements ActionCache {
   }
 
   private pathOf(instanceName: string, d: Digest): string {
-    return join(this.dirOf(instanceName), `${d.hash}-${d.size_bytes}`);
+    return join(this.dirOf(instanceName), `${this.prefix}${d.hash}-${d.size_bytes}`);
   }
 }

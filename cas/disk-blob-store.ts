@@ -1,16 +1,27 @@
 // A BlobStore on the local filesystem.
 //
-// Layout under `root`: `cas/ab/<hash>-<size>` for blobs, `tmp/` for writes in progress. A write goes
-// to a temp file and is renamed into place only after its size and SHA-256 were checked, so a
-// reader never sees a partial or wrong blob and concurrent writers of one blob are harmless.
-// The in-memory index (hash -> size, kept in least-recently-used order) is rebuilt from the files
-// at start, so a restart keeps everything; file mtimes carry the LRU order across restarts.
-import { createHash, type Hash } from 'node:crypto';
+// Layout under `root`: `cas/ab/<hash>-<size>` for SHA-256 blobs, `cas-blake3/ab/...` for BLAKE3
+// ones, `tmp/` for writes in progress. A write goes to a temp file and is renamed into place only
+// after its size and hash were checked, so a reader never sees a partial or wrong blob and
+// concurrent writers of one blob are harmless. The in-memory index (kept in least-recently-used
+// order) is rebuilt from the files at start, so a restart keeps everything; file mtimes carry the
+// LRU order across restarts.
+//
+// One store serves every digest function through views (`forFunction`) that share the index and
+// the size cap, so enabling BLAKE3 does not double the disk a node may use.
+//
+// Leases (Build without the Bytes): a blob found by FindMissingBlobs or written within `leaseMs`
+// is never evicted, since a client may rely on it being there for that long without downloading
+// it (Bazel's --experimental_remote_cache_ttl). The ActionCache service refreshes the blobs of
+// every hit it serves by asking FindMissingBlobs for them. When only leased or pinned blobs are
+// left to evict, the store stays over its cap and refuses new writes with RESOURCE_EXHAUSTED
+// until leases run out: the cap is then too small for the traffic.
 import { mkdir, open, readdir, rename, rm, stat, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { isEmptyDigest, type Digest } from '../common/digest.ts';
+import { SHA256, type DigestFunction, type Hasher } from '../common/digest-function.ts';
 import { dataLoss, notFound, outOfRange, resourceExhausted } from '../common/errors.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
 import type { Metrics } from '../common/metrics.ts';
@@ -23,6 +34,8 @@ export interface DiskBlobStoreOptions {
   maxBytes: number;
   /** Blobs up to this size are read whole and hash-checked before anything is served. */
   verifyBeforeServeBytes?: number;
+  /** Blobs found or written within this time are never evicted (default 0: plain LRU). */
+  leaseMs?: number;
   metrics?: Metrics;
   logger?: Logger;
 }
@@ -31,6 +44,25 @@ interface Entry {
   size: number;
   /** Last time the file's mtime was set (ms), so reads refresh it at most once a minute. */
   touchedAt: number;
+  /** Last time the blob was found or written (ms): its lease runs from here. */
+  leasedAt: number;
+  /** The directory of its digest function. */
+  dir: string;
+  hash: string;
+}
+
+/** Where each digest function's blobs live, and the prefix of their index keys. */
+const SPACES: Record<DigestFunction['name'], { dir: string; keyPrefix: string }> = {
+  SHA256: { dir: 'cas', keyPrefix: '' },
+  BLAKE3: { dir: 'cas-blake3', keyPrefix: 'b3:' },
+};
+
+/** What the views of one store share: the index in LRU order, pins, and the byte count. */
+class SharedIndex {
+  readonly entries = new Map<string, Entry>();
+  readonly pins = new Map<string, number>();
+  bytes = 0;
+  readonly views = new Map<DigestFunction['name'], DiskBlobStore>();
 }
 
 /** Writes are buffered up to this size: a blob that fits is written with a single call at commit. */
@@ -40,52 +72,81 @@ const TOUCH_INTERVAL_MS = 60_000;
 const IOV_MAX = 1024;
 
 export class DiskBlobStore implements BlobStore {
-  private readonly index = new Map<string, Entry>();
-  private readonly pins = new Map<string, number>();
-  private bytes = 0;
   private readonly casDir: string;
+  private readonly keyPrefix: string;
   private readonly tmpDir: string;
   private readonly verifyBeforeServeBytes: number;
+  private readonly leaseMs: number;
   private readonly log: Logger;
 
-  private constructor(private readonly opts: DiskBlobStoreOptions) {
-    this.casDir = join(opts.root, 'cas');
+  private constructor(
+    private readonly opts: DiskBlobStoreOptions,
+    readonly digestFunction: DigestFunction,
+    private readonly shared: SharedIndex,
+  ) {
+    const space = SPACES[digestFunction.name];
+    this.casDir = join(opts.root, space.dir);
+    this.keyPrefix = space.keyPrefix;
     this.tmpDir = join(opts.root, 'tmp');
     this.verifyBeforeServeBytes = opts.verifyBeforeServeBytes ?? 4 * 1024 * 1024;
+    this.leaseMs = opts.leaseMs ?? 0;
     this.log = opts.logger ?? silentLogger;
-    opts.metrics?.casCapacityBytes.set(opts.maxBytes);
+    shared.views.set(digestFunction.name, this);
   }
 
-  /** Open (creating if needed) the store at `opts.root` and index what is already there. */
+  /** Open (creating if needed) the store at `opts.root` and index what is already there; the SHA-256 view. */
   static async open(opts: DiskBlobStoreOptions): Promise<DiskBlobStore> {
-    const store = new DiskBlobStore(opts);
+    const store = new DiskBlobStore(opts, SHA256, new SharedIndex());
+    opts.metrics?.casCapacityBytes.set(opts.maxBytes);
     await store.init();
     return store;
   }
 
+  /** The view of this store for another digest function: same files root, index and cap. */
+  forFunction(fn: DigestFunction): DiskBlobStore {
+    return this.shared.views.get(fn.name) ?? new DiskBlobStore(this.opts, fn, this.shared);
+  }
+
   get storedBytes(): number {
-    return this.bytes;
+    return this.shared.bytes;
   }
 
   get storedBlobs(): number {
-    return this.index.size;
+    return this.shared.entries.size;
+  }
+
+  private get index(): Map<string, Entry> {
+    return this.shared.entries;
+  }
+
+  private keyOf(d: Digest): string {
+    return this.keyPrefix + d.hash;
   }
 
   async findMissing(digests: Digest[]): Promise<Digest[]> {
-    return digests.filter((d) => !isEmptyDigest(d) && this.index.get(d.hash)?.size !== d.size_bytes);
+    const now = Date.now();
+    return digests.filter((d) => {
+      if (isEmptyDigest(d)) return false;
+      const entry = this.index.get(this.keyOf(d));
+      if (entry?.size !== d.size_bytes) return true;
+      entry.leasedAt = now;
+      return false;
+    });
   }
 
   /** Keep these blobs from eviction until the returned function is called. */
   pin(digests: Digest[]): () => void {
-    for (const d of digests) this.pins.set(d.hash, (this.pins.get(d.hash) ?? 0) + 1);
+    const { pins } = this.shared;
+    const keys = digests.map((d) => this.keyOf(d));
+    for (const k of keys) pins.set(k, (pins.get(k) ?? 0) + 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      for (const d of digests) {
-        const n = (this.pins.get(d.hash) ?? 1) - 1;
-        if (n <= 0) this.pins.delete(d.hash);
-        else this.pins.set(d.hash, n);
+      for (const k of keys) {
+        const n = (pins.get(k) ?? 1) - 1;
+        if (n <= 0) pins.delete(k);
+        else pins.set(k, n);
       }
     };
   }
@@ -110,7 +171,7 @@ export class DiskBlobStore implements BlobStore {
     const opened = await this.openChecked(digest, offset, limit);
     if ('data' in opened) return new BufferChunkReader(opened.data);
     const { fh, start, end, verify } = opened;
-    return new FileChunkReader(fh, start, end, digest, verify, (why) => this.removeCorrupt(digest, why));
+    return new FileChunkReader(fh, start, end, digest, verify ? this.digestFunction.hasher() : undefined, (why) => this.removeCorrupt(digest, why));
   }
 
   /**
@@ -133,7 +194,7 @@ export class DiskBlobStore implements BlobStore {
       fh = await open(path, 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.forget(digest.hash);
+        this.forget(this.keyOf(digest));
         throw notFound(`blob ${digest.hash}/${size} not found`);
       }
       throw err;
@@ -154,7 +215,7 @@ export class DiskBlobStore implements BlobStore {
       if (size <= this.verifyBeforeServeBytes) {
         const data = await fh.readFile();
         await fh.close();
-        if (createHash('sha256').update(data).digest('hex') !== digest.hash) {
+        if (this.digestFunction.hash(data) !== digest.hash) {
           await this.removeCorrupt(digest, 'content does not match its hash');
           throw notFound(`blob ${digest.hash}/${size} not found (the stored copy was corrupt and has been removed)`);
         }
@@ -168,7 +229,9 @@ export class DiskBlobStore implements BlobStore {
   }
 
   async write(digest: Digest): Promise<BlobWriter> {
-    if (isEmptyDigest(digest) || this.index.get(digest.hash)?.size === digest.size_bytes) {
+    const existing = this.index.get(this.keyOf(digest));
+    if (isEmptyDigest(digest) || existing?.size === digest.size_bytes) {
+      if (existing) existing.leasedAt = Date.now();
       return new ExistingBlobWriter(digest);
     }
     if (digest.size_bytes > this.opts.maxBytes) {
@@ -176,8 +239,17 @@ export class DiskBlobStore implements BlobStore {
         `blob ${digest.hash} of ${digest.size_bytes} bytes is larger than the whole CAS (${this.opts.maxBytes} bytes)`,
       );
     }
+    if (this.shared.bytes > this.opts.maxBytes) {
+      // The last eviction could not get under the cap: everything left is leased or pinned.
+      this.opts.metrics?.casWritesRefused.inc();
+      throw resourceExhausted(
+        `the CAS is full: its ${this.shared.bytes} bytes (cap ${this.opts.maxBytes}) are all leased to clients ` +
+          `(found or written within the last ${Math.round(this.leaseMs / 1000)} s, storage.leaseSeconds) or in use by running actions; ` +
+          'raise the cap (--max-cas-bytes) or shorten the lease',
+      );
+    }
     const tmpPath = join(this.tmpDir, `${digest.hash}.${randomUUID()}`);
-    return new DiskBlobWriter(digest, tmpPath, async () => {
+    return new DiskBlobWriter(digest, this.digestFunction, tmpPath, async () => {
       await rename(tmpPath, this.pathOf(digest));
       this.added(digest);
     });
@@ -186,40 +258,45 @@ export class DiskBlobStore implements BlobStore {
   private async init(): Promise<void> {
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
-    const found: Array<{ hash: string; size: number; mtime: number }> = [];
-    for (let i = 0; i < 256; i++) {
-      const dir = join(this.casDir, i.toString(16).padStart(2, '0'));
-      await mkdir(dir, { recursive: true });
-      for (const name of await readdir(dir)) {
-        const m = /^([0-9a-f]{64})-(\d+)$/.exec(name);
-        if (!m) {
-          this.log.warn({ file: join(dir, name) }, 'ignoring a file that is not a blob');
-          continue;
+    const found: Array<Entry & { key: string }> = [];
+    for (const space of Object.values(SPACES)) {
+      const root = join(this.opts.root, space.dir);
+      for (let i = 0; i < 256; i++) {
+        const dir = join(root, i.toString(16).padStart(2, '0'));
+        await mkdir(dir, { recursive: true });
+        for (const file of await readdir(dir)) {
+          const m = /^([0-9a-f]{64})-(\d+)$/.exec(file);
+          if (!m) {
+            this.log.warn({ file: join(dir, file) }, 'ignoring a file that is not a blob');
+            continue;
+          }
+          const st = await stat(join(dir, file)).catch(() => undefined);
+          if (!st) continue;
+          found.push({ key: space.keyPrefix + m[1]!, hash: m[1]!, dir: root, size: Number(m[2]), touchedAt: st.mtimeMs, leasedAt: st.mtimeMs });
         }
-        const st = await stat(join(dir, name)).catch(() => undefined);
-        if (!st) continue;
-        found.push({ hash: m[1]!, size: Number(m[2]), mtime: st.mtimeMs });
       }
     }
-    found.sort((a, b) => a.mtime - b.mtime);
-    for (const f of found) {
-      this.index.set(f.hash, { size: f.size, touchedAt: f.mtime });
-      this.bytes += f.size;
+    found.sort((a, b) => a.touchedAt - b.touchedAt);
+    for (const { key, ...entry } of found) {
+      this.index.set(key, entry);
+      this.shared.bytes += entry.size;
     }
     this.updateGauges();
-    this.log.info({ blobs: this.index.size, bytes: this.bytes, root: this.opts.root }, 'disk CAS opened');
+    this.log.info({ blobs: this.index.size, bytes: this.shared.bytes, root: this.opts.root }, 'disk CAS opened');
     await this.evict();
   }
 
-  private pathOf(d: Digest): string {
-    return join(this.casDir, d.hash.slice(0, 2), `${d.hash}-${d.size_bytes}`);
+  /** Where the blob's file is (or would be): for callers that link to stored files (the worker's input cache). */
+  pathOf(d: Digest): string {
+    return entryPath(this.casDir, d.hash, d.size_bytes);
   }
 
   private touch(d: Digest, path: string): void {
-    const entry = this.index.get(d.hash);
+    const key = this.keyOf(d);
+    const entry = this.index.get(key);
     if (!entry) return;
-    this.index.delete(d.hash);
-    this.index.set(d.hash, entry);
+    this.index.delete(key);
+    this.index.set(key, entry);
     const now = Date.now();
     if (now - entry.touchedAt > TOUCH_INTERVAL_MS) {
       entry.touchedAt = now;
@@ -228,56 +305,68 @@ export class DiskBlobStore implements BlobStore {
   }
 
   private added(d: Digest): void {
-    if (this.index.has(d.hash)) return;
-    this.index.set(d.hash, { size: d.size_bytes, touchedAt: Date.now() });
-    this.bytes += d.size_bytes;
+    const key = this.keyOf(d);
+    if (this.index.has(key)) return;
+    const now = Date.now();
+    this.index.set(key, { size: d.size_bytes, touchedAt: now, leasedAt: now, dir: this.casDir, hash: d.hash });
+    this.shared.bytes += d.size_bytes;
     this.updateGauges();
-    if (this.bytes > this.opts.maxBytes) void this.evict();
+    if (this.shared.bytes > this.opts.maxBytes) void this.evict();
   }
 
-  private forget(hash: string): Entry | undefined {
-    const entry = this.index.get(hash);
+  private forget(key: string): Entry | undefined {
+    const entry = this.index.get(key);
     if (!entry) return undefined;
-    this.index.delete(hash);
-    this.bytes -= entry.size;
+    this.index.delete(key);
+    this.shared.bytes -= entry.size;
     this.updateGauges();
     return entry;
   }
 
+  /** Evict least recently used blobs (of any digest function) until under the cap, sparing leased and pinned ones. */
   private async evict(): Promise<void> {
-    const victims: Digest[] = [];
-    for (const [hash, entry] of this.index) {
-      if (this.bytes <= this.opts.maxBytes) break;
-      if (this.pins.has(hash)) continue;
-      this.forget(hash);
-      victims.push({ hash, size_bytes: entry.size });
+    const victims: Entry[] = [];
+    const leasedSince = Date.now() - this.leaseMs;
+    let spared = 0;
+    for (const [key, entry] of this.index) {
+      if (this.shared.bytes <= this.opts.maxBytes) break;
+      if (this.shared.pins.has(key)) continue;
+      if (this.leaseMs > 0 && entry.leasedAt > leasedSince) {
+        spared++;
+        continue;
+      }
+      this.forget(key);
+      victims.push(entry);
     }
-    if (this.bytes > this.opts.maxBytes) {
-      this.log.warn({ bytes: this.bytes, maxBytes: this.opts.maxBytes }, 'CAS over its size cap: the rest is pinned by running actions');
+    if (this.shared.bytes > this.opts.maxBytes) {
+      this.log.warn(
+        { bytes: this.shared.bytes, maxBytes: this.opts.maxBytes, leased: spared, leaseSeconds: this.leaseMs / 1000 },
+        'CAS over its size cap: the rest is leased to clients or pinned by running actions; new writes are refused until leases run out',
+      );
     }
     for (const v of victims) {
       this.opts.metrics?.casEvictions.inc();
-      this.opts.metrics?.casEvictedBytes.inc(v.size_bytes);
-      await unlink(this.pathOf(v)).catch(() => {});
+      this.opts.metrics?.casEvictedBytes.inc(v.size);
+      await unlink(entryPath(v.dir, v.hash, v.size)).catch(() => {});
     }
   }
 
   private async removeCorrupt(d: Digest, why: string): Promise<void> {
-    this.log.error({ digest: `${d.hash}/${d.size_bytes}`, why }, 'corrupt blob found on read; removing it');
+    this.log.error({ digest: `${d.hash}/${d.size_bytes}`, digestFunction: this.digestFunction.name, why }, 'corrupt blob found on read; removing it');
     this.opts.metrics?.casCorruptBlobs.inc();
-    this.forget(d.hash);
+    this.forget(this.keyOf(d));
     await unlink(this.pathOf(d)).catch(() => {});
   }
 
   private verifier(d: Digest, source: Readable): Transform {
-    const hash = createHash('sha256');
+    const hash = this.digestFunction.hasher();
     return new Transform({
       transform(chunk: Buffer, _enc, done) {
         hash.update(chunk);
         done(null, chunk);
       },
       flush: (done) => {
-        if (hash.digest('hex') === d.hash) return done();
+        if (hash.hex() === d.hash) return done();
         this.removeCorrupt(d, 'content does not match its hash').finally(() =>
           done(dataLoss(`blob ${d.hash}/${d.size_bytes} is corrupt on disk and has been removed; upload it again`)),
         );
@@ -290,9 +379,13 @@ export class DiskBlobStore implements BlobStore {
   }
 
   private updateGauges(): void {
-    this.opts.metrics?.casStoredBytes.set(this.bytes);
+    this.opts.metrics?.casStoredBytes.set(this.shared.bytes);
     this.opts.metrics?.casStoredBlobs.set(this.index.size);
   }
+}
+
+function entryPath(casDir: string, hash: string, size: number): string {
+  return join(casDir, hash.slice(0, 2), `${hash}-${size}`);
 }
 
 /** A small blob, already read whole and checked. */
@@ -312,7 +405,6 @@ class BufferChunkReader implements BlobChunkReader {
 
 class FileChunkReader implements BlobChunkReader {
   private pos: number;
-  private readonly hash?: Hash;
   private closed?: Promise<void>;
 
   constructor(
@@ -321,11 +413,10 @@ class FileChunkReader implements BlobChunkReader {
     private readonly end: number,
     private readonly digest: Digest,
     /** Set when the whole blob is read: its hash is checked before the last bytes are returned. */
-    verify: boolean,
+    private readonly hash: Hasher | undefined,
     private readonly onCorrupt: (why: string) => Promise<void>,
   ) {
     this.pos = start;
-    if (verify) this.hash = createHash('sha256');
   }
 
   get remaining(): number {
@@ -347,7 +438,7 @@ class FileChunkReader implements BlobChunkReader {
     this.pos += n;
     if (this.hash) {
       this.hash.update(buf.subarray(offset, offset + n));
-      if (this.pos === this.end && this.hash.digest('hex') !== this.digest.hash) {
+      if (this.pos === this.end && this.hash.hex() !== this.digest.hash) {
         await this.onCorrupt('content does not match its hash');
         throw this.corrupt();
       }
@@ -374,10 +465,11 @@ class DiskBlobWriter extends CheckedBlobWriter {
 
   constructor(
     digest: Digest,
+    fn: DigestFunction,
     private readonly tmpPath: string,
     private readonly onCommit: () => Promise<void>,
   ) {
-    super(digest);
+    super(digest, fn);
   }
 
   protected async store(chunk: Buffer): Promise<void> {

@@ -6,11 +6,13 @@
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { digestKey, type Digest } from '../common/digest.ts';
+import type { DigestFunction } from '../common/digest-function.ts';
 import type { BlobChunkReader, BlobStore, BlobWriter } from './blob-store.ts';
 import { ForwardingBlobWriter } from './forwarding-blob-writer.ts';
 
 export class ExistenceCachingBlobStore implements BlobStore {
   private readonly present: LRUCache<string, true>;
+  readonly digestFunction: DigestFunction;
   readonly openReader?: (digest: Digest, offset?: number, limit?: number) => Promise<BlobChunkReader>;
 
   constructor(
@@ -18,6 +20,7 @@ export class ExistenceCachingBlobStore implements BlobStore {
     opts: { ttlMs: number; maxEntries: number },
   ) {
     this.present = new LRUCache({ max: opts.maxEntries, ttl: opts.ttlMs });
+    this.digestFunction = inner.digestFunction;
     const openReader = inner.openReader?.bind(inner);
     if (openReader) this.openReader = openReader;
   }

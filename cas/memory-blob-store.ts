@@ -3,6 +3,7 @@
 import { Readable } from 'node:stream';
 import { isEmptyDigest, type Digest } from '../common/digest.ts';
 import { notFound, outOfRange, resourceExhausted } from '../common/errors.ts';
+import { SHA256, type DigestFunction } from '../common/digest-function.ts';
 import type { BlobStore, BlobWriter } from './blob-store.ts';
 import { CheckedBlobWriter, ExistingBlobWriter } from './checked-writer.ts';
 
@@ -11,7 +12,10 @@ export class MemoryBlobStore implements BlobStore {
   private readonly blobs = new Map<string, Buffer>();
   private bytes = 0;
 
-  constructor(private readonly maxBytes: number = Number.MAX_SAFE_INTEGER) {}
+  constructor(
+    private readonly maxBytes: number = Number.MAX_SAFE_INTEGER,
+    readonly digestFunction: DigestFunction = SHA256,
+  ) {}
 
   get storedBytes(): number {
     return this.bytes;
@@ -35,7 +39,7 @@ export class MemoryBlobStore implements BlobStore {
     if (digest.size_bytes > this.maxBytes) {
       throw resourceExhausted(`blob of ${digest.size_bytes} bytes is larger than the whole store (${this.maxBytes})`);
     }
-    return new MemoryBlobWriter(digest, (data) => this.insert(digest.hash, data));
+    return new MemoryBlobWriter(digest, this.digestFunction, (data) => this.insert(digest.hash, data));
   }
 
   private touch(hash: string, data: Buffer): void {
@@ -59,8 +63,8 @@ export class MemoryBlobStore implements BlobStore {
 class MemoryBlobWriter extends CheckedBlobWriter {
   private chunks: Buffer[] = [];
 
-  constructor(digest: Digest, private readonly onPublish: (data: Buffer) => void) {
-    super(digest);
+  constructor(digest: Digest, fn: DigestFunction, private readonly onPublish: (data: Buffer) => void) {
+    super(digest, fn);
   }
 
   protected async store(chunk: Buffer): Promise<void> {

@@ -1,6 +1,7 @@
 // A BlobStore decorator that counts what passes through one node of the CAS chain: operations by
 // result, bytes, and how long finding, opening and committing take. The factory wraps every node,
 // so a worker's direct uploads and each shard of a sharded CAS are counted too.
+import type { DigestFunction } from '../common/digest-function.ts';
 import type { Readable } from 'node:stream';
 import type { Digest } from '../common/digest.ts';
 import { Status } from '../common/errors.ts';
@@ -19,6 +20,7 @@ function requested(digest: Digest, offset = 0, limit = 0): number {
 }
 
 export class MetricsBlobStore implements BlobStore {
+  readonly digestFunction: DigestFunction;
   readonly openReader?: (digest: Digest, offset?: number, limit?: number) => Promise<BlobChunkReader>;
 
   constructor(
@@ -26,6 +28,7 @@ export class MetricsBlobStore implements BlobStore {
     private readonly metrics: Metrics,
     private readonly backend: string,
   ) {
+    this.digestFunction = inner.digestFunction;
     const openReader = inner.openReader?.bind(inner);
     if (openReader) this.openReader = (digest, offset, limit) => this.timedRead(digest, offset, limit, () => openReader(digest, offset, limit));
   }

@@ -6,6 +6,7 @@
 //   then copy the blob back to the replicas that lacked it (in the background);
 // - FindMissingBlobs calls a blob missing only when no reachable replica has it, and repairs the
 //   replicas that lack one the others have.
+import { sameFunction, type DigestFunction } from '../common/digest-function.ts';
 import type { Readable } from 'node:stream';
 import { digestKey, type Digest } from '../common/digest.ts';
 import { Status } from '../common/errors.ts';
@@ -32,6 +33,7 @@ function missing(err: unknown): boolean {
 }
 
 export class MirroredBlobStore implements BlobStore {
+  readonly digestFunction: DigestFunction;
   private readonly ring: Rendezvous<Replica>;
   private readonly repairs = new Set<Promise<void>>();
 
@@ -42,6 +44,7 @@ export class MirroredBlobStore implements BlobStore {
   ) {
     this.ring = new Rendezvous(replicas.map((r) => ({ name: r.name, value: r, ...(r.weight !== undefined ? { weight: r.weight } : {}) })), 'replica');
     if (!(count >= 1) || count > replicas.length) throw new Error(`mirrored: replicas ${count} must be between 1 and the ${replicas.length} backends`);
+    this.digestFunction = sameFunction(replicas.map((r) => r.store));
   }
 
   /** The replicas of a digest, first choice first. */

@@ -5,6 +5,7 @@
 // overwritten with a marker (see cas/provenance.ts) that every reader treats as a miss.
 import type * as grpc from '@grpc/grpc-js';
 import type { Digest } from '../common/digest.ts';
+import { SHA256, type DigestFunction } from '../common/digest-function.ts';
 import { Status } from '../common/errors.ts';
 import { isRemoved, removedEntry } from './provenance.ts';
 import type { MessageOutput } from '../protos/index.ts';
@@ -14,15 +15,19 @@ import { unaryCall, type StorageClients } from './grpc-clients.ts';
 export interface RemoteActionCacheOptions {
   /** Deadline of each call in ms (default 60 s). */
   callTimeoutMs?: number;
+  /** The digest function of the action digests, sent with every call (default SHA-256). */
+  digestFunction?: DigestFunction;
 }
 
 export class RemoteActionCache implements ActionCache {
   readonly address: string;
   private readonly callTimeoutMs: number;
+  private readonly digestFunction: DigestFunction;
 
   constructor(private readonly clients: StorageClients, opts: RemoteActionCacheOptions = {}) {
     this.address = clients.address;
     this.callTimeoutMs = opts.callTimeoutMs ?? 60_000;
+    this.digestFunction = opts.digestFunction ?? SHA256;
   }
 
   private options(): grpc.CallOptions {
@@ -33,7 +38,7 @@ export class RemoteActionCache implements ActionCache {
     try {
       const result = await unaryCall<MessageOutput<'ActionResult'>>(this.address, (cb) =>
         this.clients.actionCache.GetActionResult(
-          { instance_name: instanceName, action_digest: actionDigest, inline_stdout: false, inline_stderr: false },
+          { instance_name: instanceName, action_digest: actionDigest, inline_stdout: false, inline_stderr: false, digest_function: this.digestFunction.name },
           this.options(),
           cb,
         ),
@@ -48,7 +53,7 @@ export class RemoteActionCache implements ActionCache {
   async put(instanceName: string, actionDigest: Digest, result: ActionResultInput): Promise<void> {
     await unaryCall<MessageOutput<'ActionResult'>>(this.address, (cb) =>
       this.clients.actionCache.UpdateActionResult(
-        { instance_name: instanceName, action_digest: actionDigest, action_result: result },
+        { instance_name: instanceName, action_digest: actionDigest, action_result: result, digest_function: this.digestFunction.name },
         this.options(),
         cb,
       ),

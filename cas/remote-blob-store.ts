@@ -25,6 +25,7 @@ import { digestKey, isEmptyDigest, type Digest } from '../common/digest.ts';
 import { dataLoss, internal, outOfRange, ReapiError, type Status } from '../common/errors.ts';
 import { readResourceName, writeResourceName } from '../common/resource-name.ts';
 import type { MessageInput, MessageOutput } from '../protos/index.ts';
+import { SHA256, type DigestFunction } from '../common/digest-function.ts';
 import type { BlobStore, BlobWriter } from './blob-store.ts';
 import { ExistingBlobWriter, SizeCheckedBlobWriter } from './checked-writer.ts';
 import { remoteError, startCall, unaryCall, type StorageClients } from './grpc-clients.ts';
@@ -32,6 +33,8 @@ import { remoteError, startCall, unaryCall, type StorageClients } from './grpc-c
 export interface RemoteBlobStoreOptions {
   /** REAPI instance name sent with every call (default ''). */
   instanceName?: string;
+  /** The digest function of the blobs, sent with every call (default SHA-256). */
+  digestFunction?: DigestFunction;
   /** Digests per FindMissingBlobs call (default 10 000). */
   findMissingChunk?: number;
   /** Blobs smaller than this are uploaded with BatchUpdateBlobs at commit (default 1 MiB; 0 = never). */
@@ -52,6 +55,7 @@ const MiB = 1024 * 1024;
 
 export class RemoteBlobStore implements BlobStore {
   readonly instanceName: string;
+  readonly digestFunction: DigestFunction;
   readonly address: string;
   private readonly findMissingChunk: number;
   private readonly batchUploadBytes: number;
@@ -62,6 +66,7 @@ export class RemoteBlobStore implements BlobStore {
   constructor(private readonly clients: StorageClients, opts: RemoteBlobStoreOptions = {}) {
     this.address = clients.address;
     this.instanceName = opts.instanceName ?? '';
+    this.digestFunction = opts.digestFunction ?? SHA256;
     this.findMissingChunk = Math.max(1, opts.findMissingChunk ?? 10_000);
     this.batchUploadBytes = opts.batchUploadBytes ?? MiB;
     this.existenceCheckBytes = opts.existenceCheckBytes ?? MiB;
@@ -81,7 +86,7 @@ export class RemoteBlobStore implements BlobStore {
     const answers = await Promise.all(
       chunks.map((blob_digests) =>
         unaryCall<MessageOutput<'FindMissingBlobsResponse'>>(this.address, (cb) =>
-          this.clients.cas.FindMissingBlobs({ instance_name: this.instanceName, blob_digests }, this.unaryOptions(), cb),
+          this.clients.cas.FindMissingBlobs({ instance_name: this.instanceName, blob_digests, digest_function: this.digestFunction.name }, this.unaryOptions(), cb),
         ),
       ),
     );
@@ -101,7 +106,7 @@ export class RemoteBlobStore implements BlobStore {
     const expected = limit > 0 ? Math.min(limit, remaining) : remaining;
     const call = startCall(this.address, () =>
       this.clients.byteStream.Read({
-        resource_name: readResourceName(this.instanceName, digest),
+        resource_name: readResourceName(this.instanceName, digest, 'identity', this.digestFunction),
         read_offset: offset,
         read_limit: limit,
       }),
@@ -122,7 +127,7 @@ export class RemoteBlobStore implements BlobStore {
   async batchUpdate(digest: Digest, data: Buffer): Promise<void> {
     const res = await unaryCall<MessageOutput<'BatchUpdateBlobsResponse'>>(this.address, (cb) =>
       this.clients.cas.BatchUpdateBlobs(
-        { instance_name: this.instanceName, requests: [{ digest, data }] },
+        { instance_name: this.instanceName, requests: [{ digest, data }], digest_function: this.digestFunction.name },
         this.unaryOptions(),
         cb,
       ),
@@ -145,7 +150,7 @@ export class RemoteBlobStore implements BlobStore {
 
   /** @internal */
   uploadName(digest: Digest): string {
-    return writeResourceName(this.instanceName, randomUUID(), digest);
+    return writeResourceName(this.instanceName, randomUUID(), digest, 'identity', this.digestFunction);
   }
 
   /** @internal */

@@ -4,6 +4,7 @@
 // removing a shard moves only the blobs it gains or held (about 1/N of them).
 import type { Readable } from 'node:stream';
 import { digestKey, type Digest } from '../common/digest.ts';
+import { sameFunction, type DigestFunction } from '../common/digest-function.ts';
 import type { BlobStore, BlobWriter } from './blob-store.ts';
 import { Rendezvous } from './rendezvous.ts';
 
@@ -16,9 +17,11 @@ export interface Shard {
 }
 
 export class ShardingBlobStore implements BlobStore {
+  readonly digestFunction: DigestFunction;
   private readonly shards: Rendezvous<BlobStore>;
 
   constructor(shards: Shard[]) {
+    this.digestFunction = sameFunction(shards.map((s) => s.store));
     this.shards = new Rendezvous(
       shards.map((s) => ({ name: s.name, value: s.store, ...(s.weight !== undefined ? { weight: s.weight } : {}) })),
       'shard',

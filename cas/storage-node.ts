@@ -25,10 +25,12 @@ export interface StorageServicesOptions extends StorageContext {
 export function storageServices(opts: StorageServicesOptions): { services: ServiceList; close(): void } {
   const { config } = opts;
   const byteStream = byteStreamService(opts);
-  const capabilities = capabilitiesService(opts.service('Capabilities'), () => ({
+  const capabilities = capabilitiesService(opts.service('Capabilities'), (instanceName) => ({
     maxBatchTotalSizeBytes: config.storage.maxBatchTotalSizeBytes,
     actionCacheUpdateEnabled: opts.clientWrites !== 'deny',
     execEnabled: opts.execEnabled,
+    digestFunctions: opts.stores.functions,
+    defaultDigestFunction: opts.stores.resolve(instanceName).digestFunction,
   }));
   return {
     services: [
@@ -60,8 +62,7 @@ export async function startStorageNode(config: Config, logger: Logger, metrics =
   const guard = createGuard(config);
   const storage = await createStorage('cas', { config, metrics, logger, denyHint });
   const { services, close } = storageServices({
-    blobs: storage.blobs,
-    actionCache: storage.actionCache,
+    stores: storage,
     clientWrites: storage.clientWrites,
     config,
     service: serviceContexts(metrics, logger, guard),

@@ -4,6 +4,7 @@
 // PERMISSION_DENIED, `quarantine` keeps it out of the cache, stored in the CAS and handed to
 // `onQuarantine` (the auditor), until a worker's execution of the action agrees with it.
 import type { Digest } from '../common/digest.ts';
+import type { DigestFunction } from '../common/digest-function.ts';
 import { permissionDenied } from '../common/errors.ts';
 import type { RequestLabels } from '../common/grpc.ts';
 import type { Metrics } from '../common/metrics.ts';
@@ -16,7 +17,7 @@ import { provenanceOf, withProvenance } from './provenance.ts';
 
 /** Where quarantined client writes go; filled in by the role once its auditor exists. */
 export interface QuarantineHooks {
-  onQuarantine?: (instanceName: string, actionDigest: Digest, entry: Digest, labels: RequestLabels) => Promise<void>;
+  onQuarantine?: (instanceName: string, actionDigest: Digest, entry: Digest, labels: RequestLabels, fn: DigestFunction) => Promise<void>;
 }
 
 export interface WritePolicyOptions {
@@ -60,7 +61,7 @@ export class WritePolicyActionCache implements ActionCache {
     const { onQuarantine } = this.opts.hooks;
     if (policy === 'quarantine' && onQuarantine) {
       const blob = await putBlob(this.opts.blobs, encode('ActionResult', entry));
-      await onQuarantine(instanceName, actionDigest, blob, writer.labels ?? {});
+      await onQuarantine(instanceName, actionDigest, blob, writer.labels ?? {}, this.opts.blobs.digestFunction);
       metrics.actionCacheUpdates.inc({ instance, source: 'client', result: 'quarantined' });
       return;
     }

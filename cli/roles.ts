@@ -1,6 +1,4 @@
 // What each `reapi` subcommand runs, built from config. Tests start roles through these too.
-import type { ActionCache } from '../cas/action-cache.ts';
-import type { BlobStore } from '../cas/blob-store.ts';
 import { serviceContexts, startStorageNode, storageServices, type ServiceList } from '../cas/storage-node.ts';
 import { createStorage, type Storage } from '../cas/storage-factory.ts';
 import type { QuarantineHooks } from '../cas/write-policy-action-cache.ts';
@@ -42,12 +40,12 @@ function createQueue(config: Config, logger: Logger): JobQueue {
 }
 
 /** Reports, feedback, verification policy and auditor: shared by scheduler and workers. */
-function createVerification(config: Config, logger: Logger, blobs: BlobStore, actionCache: ActionCache, queue: JobQueue) {
+function createVerification(config: Config, logger: Logger, stores: Storage, queue: JobQueue) {
   const redis = config.redis ? { url: config.redis, ...(config.redisCa !== undefined ? { ca: config.redisCa } : {}) } : undefined;
   const reports: ReportStore = redis ? new RedisReportStore(redis) : new MemoryReportStore();
   const feedback: FeedbackStore = redis ? new RedisFeedbackStore(redis) : new MemoryFeedbackStore();
   const policy = new VerificationPolicy(feedback, config.verification.verifyRate, config.verification.auditRate);
-  const auditor = new Auditor({ blobs, actionCache, queue, policy, config, logger: logger.child({ component: 'auditor' }) });
+  const auditor = new Auditor({ stores, queue, policy, config, logger: logger.child({ component: 'auditor' }) });
   return {
     reports,
     feedback,
@@ -85,23 +83,21 @@ function executionServices(deps: Parameters<typeof executionService>[0]): Servic
  * storage services over `blobs`/`actionCache` with the execution write policy, and Execution.
  */
 function frontDoor(config: Config, logger: Logger, metrics: Metrics, storage: Storage, hooks: QuarantineHooks, guard: CallGuard) {
-  const { blobs, actionCache } = storage;
   const queue = createQueue(config, logger);
   metrics.sources.queue = () => queue.stats();
-  const v = createVerification(config, logger, blobs, actionCache, queue);
+  const v = createVerification(config, logger, storage, queue);
   // The write policy of the storage chain hands quarantined client writes to the auditor.
   hooks.onQuarantine = (...args) => v.auditor.quarantinedWrite(...args);
   const service = serviceContexts(metrics, logger, guard);
   const storageSvc = storageServices({
-    blobs,
-    actionCache,
+    stores: storage,
     clientWrites: storage.clientWrites,
     config,
     service,
     execEnabled: true,
     onServed: (...args) => v.auditor.served(...args),
   });
-  const services = [...storageSvc.services, ...executionServices({ blobs, actionCache, queue, config, service, policy: v.policy, auditor: v.auditor })];
+  const services = [...storageSvc.services, ...executionServices({ stores: storage, queue, config, service, policy: v.policy, auditor: v.auditor })];
   return {
     queue,
     verification: v,
@@ -120,14 +116,14 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
   const hooks: QuarantineHooks = {};
   const storage = await createStorage('serve', { config, metrics, logger, hooks });
   if (!config.execution.enabled) {
-    const storageSvc = storageServices({ blobs: storage.blobs, actionCache: storage.actionCache, clientWrites: storage.clientWrites, config, service: serviceContexts(metrics, logger, guard), execEnabled: false });
+    const storageSvc = storageServices({ stores: storage, clientWrites: storage.clientWrites, config, service: serviceContexts(metrics, logger, guard), execEnabled: false });
     const server = await startServer({ config, logger, metrics, services: storageSvc.services, guard });
     logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: false }, 'reapi serve listening');
     return { ...server, close: async () => (await server.close(), storageSvc.close()) };
   }
   const front = frontDoor(config, logger, metrics, storage, hooks, guard);
   const v = front.verification;
-  const worker = await startWorker({ config, logger, metrics, blobs: storage.blobs, actionCache: storage.actionCache, queue: front.queue, reports: v.reports, feedback: v.feedback }).catch(
+  const worker = await startWorker({ config, logger, metrics, stores: storage, queue: front.queue, reports: v.reports, feedback: v.feedback }).catch(
     (err: unknown) => {
       throw new Error(
         `cannot start the sandboxed local worker: ${messageOf(err)}. ` +
@@ -179,15 +175,14 @@ export async function startScheduler(config: Config, logger: Logger, metrics = n
 export async function startWorkerRole(config: Config, logger: Logger, metrics = new Metrics({ instanceNames: config.metrics.instanceNames })): Promise<RunningRole> {
   if (!config.redis) throw new Error('reapi worker needs --redis URL (or REDIS_URL)');
   const storage = await createStorage('worker', { config, metrics, logger });
-  const { blobs, actionCache } = storage;
   const queue = createQueue(config, logger);
-  const v = createVerification(config, logger, blobs, actionCache, queue);
+  const v = createVerification(config, logger, storage, queue);
   // The HTTP side first: a worker that cannot bind its port must fail before it registers and
   // takes jobs it would then abandon.
   const server = await startServer({ config, logger, metrics, services: [], guard: createGuard(config) });
   let worker: Awaited<ReturnType<typeof startWorker>>;
   try {
-    worker = await startWorker({ config, logger, metrics, blobs, actionCache, queue, reports: v.reports, feedback: v.feedback });
+    worker = await startWorker({ config, logger, metrics, stores: storage, queue, reports: v.reports, feedback: v.feedback });
   } catch (err) {
     await server.close();
     throw err;

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseSize } from './sizes.ts';
+import { DIGEST_FUNCTION_NAMES } from './digest-function.ts';
 import { actionCacheConfigSchema, blobStoreConfigSchema, sizeBytes } from './storage-config.ts';
 import { permissionSchema } from './auth/permissions.ts';
 
@@ -85,6 +86,20 @@ export const configSchema = z
         backend: z.enum(['disk', 'memory']).default('disk'),
         /** Size cap of the CAS; least recently used blobs are evicted past it. */
         maxBytes: sizeBytes.default(10 * 1024 ** 3),
+        /**
+         * Build without the Bytes: a blob found by FindMissingBlobs, written, or named by an
+         * ActionCache hit served within this time is never evicted (match Bazel's
+         * --experimental_remote_cache_ttl, 3 h by default). 0: plain LRU.
+         */
+        leaseSeconds: z.number().min(0).default(3 * 3600),
+        /** The digest functions offered (Capabilities); each has its own blobs and entries. */
+        digestFunctions: z.array(z.enum(DIGEST_FUNCTION_NAMES)).min(1).default(['SHA256', 'BLAKE3']),
+        /**
+         * The function of requests that name none (Bazel before 7, Buck2): per instance name,
+         * else `defaultDigestFunction`.
+         */
+        defaultDigestFunction: z.enum(DIGEST_FUNCTION_NAMES).default('SHA256'),
+        instanceDigestFunctions: z.record(z.string(), z.enum(DIGEST_FUNCTION_NAMES)).default({}),
         /** Largest total of one BatchUpdateBlobs / BatchReadBlobs request. */
         maxBatchTotalSizeBytes: sizeBytes.default(4 * 1024 * 1024),
         /**

@@ -133,6 +133,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly casWritesRefused = new Counter({
+    name: 'reapi_cas_writes_refused_total',
+    help: 'Writes refused because the CAS is over its cap with only leased or pinned blobs left (raise the cap or shorten the lease).',
+    registers: [this.registry],
+  });
+
   readonly casCorruptBlobs = new Counter({
     name: 'reapi_cas_corrupt_blobs_total',
     help: 'Stored blobs found with the wrong size or hash on read; they are removed, never served.',

@@ -21,7 +21,7 @@ type Size = number | string;
 
 export type BlobStoreConfig =
   /** Files under `path` (default: the data directory), LRU-evicted past `maxBytes`. */
-  | { disk: { path?: string; maxBytes?: number; verifyBeforeServeBytes?: number } }
+  | { disk: { path?: string; maxBytes?: number; verifyBeforeServeBytes?: number; leaseSeconds?: number } }
   | { memory: { maxBytes?: number } }
   /** A storage node (`reapi cas`) at host:port. */
   | { remote: { address: string } }
@@ -33,7 +33,7 @@ export type BlobStoreConfig =
   | { mirrored: { replicas: number; backends: Array<{ name: string; weight: number; backend: BlobStoreConfig }> } };
 
 export type BlobStoreConfigInput =
-  | { disk: { path?: string; maxBytes?: Size; verifyBeforeServeBytes?: Size } }
+  | { disk: { path?: string; maxBytes?: Size; verifyBeforeServeBytes?: Size; leaseSeconds?: number } }
   | { memory: { maxBytes?: Size } }
   | { remote: { address: string } }
   | { sharding: { shards: Array<{ name?: string; weight?: number; backend: BlobStoreConfigInput }> } }
@@ -63,7 +63,7 @@ function shardName(backend: BlobStoreConfig, i: number): string {
 
 export const blobStoreConfigSchema: z.ZodType<BlobStoreConfig, BlobStoreConfigInput> = z.lazy(() =>
   z.union([
-    strict({ disk: strict({ path: z.string().optional(), maxBytes: sizeBytes.optional(), verifyBeforeServeBytes: sizeBytes.optional() }) }),
+    strict({ disk: strict({ path: z.string().optional(), maxBytes: sizeBytes.optional(), verifyBeforeServeBytes: sizeBytes.optional(), leaseSeconds: z.number().min(0).optional() }) }),
     strict({ memory: strict({ maxBytes: sizeBytes.optional() }) }),
     strict({ remote: strict({ address: z.string().min(1) }) }),
     strict({

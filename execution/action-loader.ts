@@ -2,7 +2,7 @@
 // loads them once and hands them to the worker with the job (JobSpec.loaded).
 import type { BlobStore } from '../cas/blob-store.ts';
 import { readBlob } from '../cas/blob-io.ts';
-import { digestKey, digestOf, validateDigest, type Digest } from '../common/digest.ts';
+import { digestKey, validateDigest, type Digest } from '../common/digest.ts';
 import { invalidArgument, missingBlobs } from '../common/errors.ts';
 import { decode, type MessageName, type MessageOutput } from '../protos/index.ts';
 import type { JobSpec, PlatformProperties, PreloadedAction } from './job-queue.ts';
@@ -45,11 +45,12 @@ export async function loadJobAction(blobs: BlobStore, job: JobSpec, limits: Limi
   const p = job.loaded;
   if (p) {
     const actionBytes = Buffer.from(p.action, 'base64');
-    if (digestKey(digestOf(actionBytes)) === digestKey(job.actionDigest)) {
+    const fn = blobs.digestFunction;
+    if (digestKey(fn.digestOf(actionBytes)) === digestKey(job.actionDigest)) {
       const action = decodeMessage('Action', actionBytes, job.actionDigest);
-      const commandDigest = validateDigest(action.command_digest, 'Action.command_digest');
+      const commandDigest = validateDigest(action.command_digest, 'Action.command_digest', fn);
       const commandBytes = Buffer.from(p.command, 'base64');
-      if (digestKey(digestOf(commandBytes)) === digestKey(commandDigest)) {
+      if (digestKey(fn.digestOf(commandBytes)) === digestKey(commandDigest)) {
         const command = decodeMessage('Command', commandBytes, commandDigest);
         return { action, command, platform: platformOf(action, command), timeoutMs: p.timeoutMs };
       }
@@ -62,8 +63,8 @@ export async function loadAction(blobs: BlobStore, actionDigest: Digest, limits:
   if ((await blobs.findMissing([actionDigest])).length > 0) throw missingBlobs([actionDigest], 'Action');
   const actionBytes = await readBlob(blobs, actionDigest);
   const action = decodeMessage('Action', actionBytes, actionDigest);
-  const commandDigest = validateDigest(action.command_digest, 'Action.command_digest');
-  const inputRoot = validateDigest(action.input_root_digest, 'Action.input_root_digest');
+  const commandDigest = validateDigest(action.command_digest, 'Action.command_digest', blobs.digestFunction);
+  const inputRoot = validateDigest(action.input_root_digest, 'Action.input_root_digest', blobs.digestFunction);
   const missing = await blobs.findMissing([commandDigest, inputRoot]);
   if (missing.length > 0) throw missingBlobs(missing, 'Action inputs');
   const commandBytes = await readBlob(blobs, commandDigest);

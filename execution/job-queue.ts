@@ -3,6 +3,7 @@
 // Operation state lives behind this interface too, so a scheduler that restarts can still answer
 // WaitExecution / GetOperation from Redis.
 import type { Digest } from '../common/digest.ts';
+import type { DigestFunctionName } from '../common/digest-function.ts';
 
 /** Platform properties as name -> value (REAPI allows repeated names; values are then joined by ','). */
 export type PlatformProperties = Record<string, string>;
@@ -11,6 +12,8 @@ export type PlatformProperties = Record<string, string>;
 export interface JobSpec {
   instanceName: string;
   actionDigest: Digest;
+  /** How the action and everything it names are hashed; absent: SHA-256. */
+  digestFunction?: DigestFunctionName;
   /** REAPI ExecutionPolicy.priority: lower runs first; 0 is the default. */
   priority: number;
   platform: PlatformProperties;

@@ -3,8 +3,8 @@
 // and streams the operation's stages until it is done.
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
-import type { ActionCache } from '../cas/action-cache.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
+import type { StoresByFunction } from '../cas/services/storage-context.ts';
 import type { Config } from '../common/config.ts';
 import { digestKey, validateDigest, type Digest } from '../common/digest.ts';
 import { readBlob } from '../cas/blob-io.ts';
@@ -21,8 +21,8 @@ import { cachedOperation, operationMessage, type Operation } from './operation-m
 import { watchForNoWorker } from './no-worker-watchdog.ts';
 
 export interface ExecutionDeps {
-  blobs: BlobStore;
-  actionCache: ActionCache;
+  /** The storage of each digest function; a request's own decides which. */
+  stores: StoresByFunction;
   queue: JobQueue;
   config: Config;
   service: (name: string) => ServiceContext;
@@ -94,14 +94,12 @@ async function localityKeys(blobs: BlobStore, root: Digest | null): Promise<stri
 
 export function executionService(deps: ExecutionDeps): ExecutionHandlers {
   const ctx = deps.service('Execution');
-  const { blobs, actionCache, queue, config } = deps;
+  const { queue, config } = deps;
 
   return {
     Execute: serverStream(ctx, 'Execute', async (req, send, call) => {
-      const actionDigest = validateDigest(req.action_digest, 'action_digest');
-      if (req.digest_function !== 'UNKNOWN' && req.digest_function !== 'SHA256') {
-        throw invalidArgument(`digest_function ${req.digest_function} is not supported (only SHA256)`);
-      }
+      const { blobs, actionCache, digestFunction } = deps.stores.resolve(req.instance_name, req.digest_function);
+      const actionDigest = validateDigest(req.action_digest, 'action_digest', digestFunction);
       const labels = requestLabels(call.metadata);
       const loaded = await loadAction(blobs, actionDigest, config.execution);
       const doNotCache = loaded.action.do_not_cache;
@@ -110,7 +108,7 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
         const hit = await actionCache.get(req.instance_name, actionDigest);
         ctx.metrics.actionCacheRequests.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), result: hit ? 'hit' : 'miss' });
         if (hit) {
-          deps.auditor.served(req.instance_name, actionDigest, hit, labels);
+          deps.auditor.served(req.instance_name, actionDigest, hit, labels, digestFunction);
           await send(cachedOperation(`operations/cached-${randomUUID()}`, actionDigest, hit as MessageInput<'ActionResult'>));
           return;
         }
@@ -129,6 +127,7 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
       const job = {
         instanceName: req.instance_name,
         actionDigest,
+        ...(digestFunction.name !== 'SHA256' ? { digestFunction: digestFunction.name } : {}),
         priority,
         platform: loaded.platform,
         doNotCache,

@@ -18,6 +18,7 @@
 // inputs live, for full protection.
 import { chmod, copyFile, link, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { DigestFunction } from '../common/digest-function.ts';
 import { isEmptyDigest, type Digest } from '../common/digest.ts';
 import { Status } from '../common/errors.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
@@ -106,18 +107,23 @@ export class LocalContentCache {
   static async open(opts: LocalContentCacheOptions): Promise<LocalContentCache> {
     // verifyBeforeServeBytes 0: a whole read is still hash-checked as it streams, and the 1-byte
     // reads `touch` uses to refresh the LRU stay cheap.
-    const local = await DiskBlobStore.open({
-      root: join(opts.root, 'blobs'),
-      maxBytes: opts.maxBytes,
-      verifyBeforeServeBytes: 0,
-      logger: opts.logger,
-    });
-    const exec = await DiskBlobStore.open({
-      root: join(opts.root, 'exec'),
-      maxBytes: opts.executableMaxBytes ?? Math.floor(opts.maxBytes / 4),
-      verifyBeforeServeBytes: 0,
-      logger: opts.logger,
-    });
+    const fn = opts.remote.digestFunction;
+    const local = (
+      await DiskBlobStore.open({
+        root: join(opts.root, 'blobs'),
+        maxBytes: opts.maxBytes,
+        verifyBeforeServeBytes: 0,
+        logger: opts.logger,
+      })
+    ).forFunction(fn);
+    const exec = (
+      await DiskBlobStore.open({
+        root: join(opts.root, 'exec'),
+        maxBytes: opts.executableMaxBytes ?? Math.floor(opts.maxBytes / 4),
+        verifyBeforeServeBytes: 0,
+        logger: opts.logger,
+      })
+    ).forFunction(fn);
     for (const [name, mode] of [['empty', 0o444], ['empty-x', 0o555]] as const) {
       const path = join(opts.root, name);
       await writeFile(path, '', { flag: 'a' });
@@ -129,9 +135,12 @@ export class LocalContentCache {
   /** The cached file with this content and mode (0555 when `executable`, else 0444). */
   pathOf(digest: Digest, executable = false): string {
     if (isEmptyDigest(digest)) return join(this.opts.root, executable ? 'empty-x' : 'empty');
-    // The layout of DiskBlobStore (cas/disk-blob-store.ts): <root>/cas/<2 hex>/<hash>-<size>.
-    const base = join(this.opts.root, executable ? 'exec' : 'blobs');
-    return join(base, 'cas', digest.hash.slice(0, 2), `${digest.hash}-${digest.size_bytes}`);
+    return (executable ? this.exec : this.local).pathOf(digest);
+  }
+
+  /** How the cached blobs are hashed: the remote store's function. */
+  get digestFunction(): DigestFunction {
+    return this.opts.remote.digestFunction;
   }
 
   /**

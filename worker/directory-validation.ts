@@ -6,6 +6,7 @@
 // input root). REAPI does not canonicalise '..' through other symlinks, so a chain of symlinks can
 // still point outside the root at run time; the materializer never follows input symlinks and the
 // output collector checks real paths, so this check is a policy, not the only line of defence.
+import { SHA256, type DigestFunction } from '../common/digest-function.ts';
 import { digestKey, validateDigest, type Digest } from '../common/digest.ts';
 import { invalidArgument } from '../common/errors.ts';
 import type { MessageInput, MessageOutput } from '../protos/index.ts';
@@ -52,7 +53,7 @@ export function badSymlinkTargetReason(target: string, depth: number): string | 
  * traversal the first depth a digest is met at is its smallest, and a symlink that stays inside
  * the root there stays inside at every greater depth, so each digest needs checking once.
  */
-export function validateDirectory(dir: Directory, digest: Digest, depth: number): void {
+export function validateDirectory(dir: Directory, digest: Digest, depth: number, fn: DigestFunction = SHA256): void {
   const where = `Directory ${digestKey(digest)}`;
   const seen = new Map<string, string>();
   const check = (kind: 'file' | 'directory' | 'symlink', names: string[]): void => {
@@ -74,8 +75,8 @@ export function validateDirectory(dir: Directory, digest: Digest, depth: number)
   check('file', dir.files.map((f) => f.name));
   check('directory', dir.directories.map((d) => d.name));
   check('symlink', dir.symlinks.map((s) => s.name));
-  for (const f of dir.files) validateDigest(f.digest, `${where}: file "${f.name}"`);
-  for (const d of dir.directories) validateDigest(d.digest, `${where}: directory "${d.name}"`);
+  for (const f of dir.files) validateDigest(f.digest, `${where}: file "${f.name}"`, fn);
+  for (const d of dir.directories) validateDigest(d.digest, `${where}: directory "${d.name}"`, fn);
   for (const s of dir.symlinks) {
     const bad = badSymlinkTargetReason(s.target, depth);
     if (bad) throw invalidArgument(`${where}: symlink "${s.name}" ${bad}`);

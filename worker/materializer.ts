@@ -126,7 +126,7 @@ export async function materializeInputRoot(
   const checkAborted = (): void => {
     if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error(String(opts.signal.reason));
   };
-  const rootDigest = validateDigest(inputRootDigest, 'input_root_digest');
+  const rootDigest = validateDigest(inputRootDigest, 'input_root_digest', cache.digestFunction);
   const releases: Array<() => void> = [];
   const release = (): void => {
     for (const r of releases.splice(0)) r();
@@ -155,7 +155,7 @@ export async function materializeInputRoot(
       const next: Digest[] = [];
       present.forEach((d, i) => {
         const dir = decoded[i]!;
-        validateDirectory(dir, d, depth);
+        validateDirectory(dir, d, depth, cache.digestFunction);
         dirs.set(digestKey(d), dir);
         for (const child of dir.directories) {
           const key = digestKey(child.digest!);

@@ -20,12 +20,12 @@
 // output reached through a symlinked parent outside the exec root. Every path is walked through
 // worker/confined-dir.ts (each component opened with O_NOFOLLOW from its parent's handle), so a
 // hostile action cannot make the worker read, hash or upload anything outside its exec root.
-import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { putBlob } from '../cas/blob-io.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
-import { digestKey, digestOf, type Digest } from '../common/digest.ts';
+import { digestKey, type Digest } from '../common/digest.ts';
+import type { DigestFunction } from '../common/digest-function.ts';
 import { failedPrecondition } from '../common/errors.ts';
 import { encode, type MessageInput } from '../protos/index.ts';
 import { forEachLimit } from '../common/concurrency.ts';
@@ -87,14 +87,14 @@ class Limiter {
   }
 }
 
-async function hashHandle(fh: FileHandle): Promise<Digest> {
-  const hash = createHash('sha256');
+async function hashHandle(fh: FileHandle, fn: DigestFunction): Promise<Digest> {
+  const hash = fn.hasher();
   let size = 0;
   for await (const chunk of fh.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false, start: 0 })) {
     hash.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }
-  return { hash: hash.digest('hex'), size_bytes: size };
+  return { hash: hash.hex(), size_bytes: size };
 }
 
 const isExecutable = (st: Stats): boolean => (st.mode & 0o100) !== 0;
@@ -116,7 +116,11 @@ class Collector {
   readonly skipped: string[] = [];
   private readonly limiter = new Limiter(HASH_CONCURRENCY);
 
-  constructor(readonly root: ConfinedDir) {}
+  constructor(
+    readonly root: ConfinedDir,
+    /** The store's digest function: outputs are hashed as the action's inputs were. */
+    private readonly fn: DigestFunction,
+  ) {}
 
   /** Hash the regular file `name` of `dir` and remember it for upload. */
   async file(dir: ConfinedDir, name: string): Promise<Digest> {
@@ -124,7 +128,7 @@ class Collector {
     const digest = await this.limiter.run(async () => {
       const fh = await dir.openFile(name);
       try {
-        return await hashHandle(fh);
+        return await hashHandle(fh, this.fn);
       } finally {
         await fh.close();
       }
@@ -134,7 +138,7 @@ class Collector {
   }
 
   blob(data: Buffer): Digest {
-    const digest = digestOf(data);
+    const digest = this.fn.digestOf(data);
     if (!this.uploads.has(digest.hash)) this.uploads.set(digest.hash, { digest, data });
     return digest;
   }
@@ -190,7 +194,7 @@ class Collector {
         const sub = await d.child(name);
         try {
           const message = await visit(sub);
-          const digest = digestOf(encode('Directory', message));
+          const digest = this.fn.digestOf(encode('Directory', message));
           if (!children.has(digestKey(digest))) children.set(digestKey(digest), message);
           directories.push({ name, digest });
         } finally {
@@ -224,7 +228,7 @@ function directoryFormat(command: OutputCommand): { tree: boolean; directories: 
 export async function collectOutputs(execRoot: string, command: OutputCommand, store: BlobStore): Promise<CollectedOutputs> {
   const outputs = declaredOutputs(command);
   const root = await ConfinedDir.openRoot(execRoot);
-  const c = new Collector(root);
+  const c = new Collector(root, store.digestFunction);
   const format = directoryFormat(command);
   const result: OutputResultFields = {
     output_files: [],
@@ -357,8 +361,8 @@ export async function uploadStdStreams(
   store: BlobStore,
 ): Promise<{ stdout_digest?: Digest; stderr_digest?: Digest }> {
   const out: { stdout_digest?: Digest; stderr_digest?: Digest } = {};
-  if (stdout.length > 0) out.stdout_digest = digestOf(stdout);
-  if (stderr.length > 0) out.stderr_digest = digestOf(stderr);
+  if (stdout.length > 0) out.stdout_digest = store.digestFunction.digestOf(stdout);
+  if (stderr.length > 0) out.stderr_digest = store.digestFunction.digestOf(stderr);
   const wanted = [out.stdout_digest, out.stderr_digest].filter((d): d is Digest => d !== undefined);
   if (wanted.length === 0) return out;
   const absent = new Set((await store.findMissing(wanted)).map((d) => d.hash));

@@ -2,7 +2,7 @@
 // file inside an output directory, with a short diff of what differs.
 import { readBlob } from '../cas/blob-io.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
-import { digestKey, digestOf, type Digest } from '../common/digest.ts';
+import { digestKey, type Digest } from '../common/digest.ts';
 import { decode, encode, type MessageInput, type MessageOutput } from '../protos/index.ts';
 import type { Difference } from '../execution/report-store.ts';
 
@@ -64,7 +64,7 @@ const asDigest = (d: { hash?: string; size_bytes?: number | string | unknown } |
 /** Every file of a Tree by path relative to the tree root (with its digest, or a symlink target). */
 async function treeEntries(blobs: BlobStore, treeDigest: Digest): Promise<Map<string, string>> {
   const tree = decode('Tree', await readBlob(blobs, treeDigest));
-  const byDigest = new Map(tree.children.map((c) => [digestOf(encode('Directory', c)).hash, c]));
+  const byDigest = new Map(tree.children.map((c) => [blobs.digestFunction.hash(encode('Directory', c)), c]));
   const out = new Map<string, string>();
   const walk = (dir: MessageOutput<'Directory'>, prefix: string) => {
     for (const f of dir.files) out.set(prefix + f.name, `${f.digest ? digestKey(f.digest) : ''}${f.is_executable ? ' x' : ''}`);

@@ -4,12 +4,12 @@
 import { createHash } from 'node:crypto';
 import { hostname, tmpdir, availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { ActionCache } from '../cas/action-cache.ts';
-import type { BlobStore } from '../cas/blob-store.ts';
+import type { StoresByFunction } from '../cas/services/storage-context.ts';
+import { DIGEST_FUNCTIONS, SHA256, type DigestFunction } from '../common/digest-function.ts';
 import type { Config } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Metrics } from '../common/metrics.ts';
-import type { JobQueue, PlatformProperties } from '../execution/job-queue.ts';
+import type { JobHandler, JobQueue, PlatformProperties } from '../execution/job-queue.ts';
 import { createActionExecutor, prepareExecDir } from './action-executor.ts';
 import { LocalContentCache } from './content-cache.ts';
 import type { Runner } from '../execution/runner.ts';
@@ -25,8 +25,8 @@ export interface WorkerDeps {
   config: Config;
   logger: Logger;
   metrics: Metrics;
-  blobs: BlobStore;
-  actionCache: ActionCache;
+  /** The storage of each digest function: a job runs against its own function's. */
+  stores: StoresByFunction;
   queue: JobQueue;
   reports: ReportStore;
   feedback: FeedbackStore;
@@ -60,12 +60,18 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const runner = deps.runner ?? new BwrapRunner();
   const ready = await runner.ready?.();
   if (ready !== undefined) logger.info({ runner: runner.name, ready }, 'sandbox ready');
-  const cache = await LocalContentCache.open({
-    root: join(workDir, 'cache'),
-    maxBytes: config.worker.cacheMaxBytes,
-    remote: deps.blobs,
-    logger,
-  });
+  // One input cache per digest function (its files are named by hash), opened when first needed.
+  const caches = new Map<DigestFunction, Promise<LocalContentCache>>();
+  const cacheFor = (fn: DigestFunction): Promise<LocalContentCache> => {
+    let c = caches.get(fn);
+    if (!c) {
+      const root = join(workDir, fn === SHA256 ? 'cache' : `cache-${fn.resourceName}`);
+      c = LocalContentCache.open({ root, maxBytes: config.worker.cacheMaxBytes, remote: deps.stores.forFunction(fn).blobs, logger });
+      caches.set(fn, c);
+    }
+    return c;
+  };
+  const cache = await cacheFor(SHA256);
   deps.metrics.sources.inputCache = () => cache.stats;
   const execDir = await prepareExecDir(workDir);
   // Jobs whose platform names a container-image run in Docker; only a worker with an engine
@@ -77,11 +83,11 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const runtimes = await startRuntimeRunners(runner, { logger, stateDir: join(workDir, 'runtimes'), threads: concurrency, visiblePaths: config.worker.buildScripts.visiblePaths });
   const platform: PlatformProperties = Object.assign({}, ...runtimes.map((r) => r.platform), basePlatform);
   const variationSupport = await detectVariationSupport();
-  const handler = createActionExecutor({
+  const executorFor = async (fn: DigestFunction) => createActionExecutor({
     workerName: name,
-    blobs: deps.blobs,
-    actionCache: deps.actionCache,
-    cache,
+    blobs: deps.stores.forFunction(fn).blobs,
+    actionCache: deps.stores.forFunction(fn).actionCache,
+    cache: await cacheFor(fn),
     runner,
     runnerFor: selectRunner({ sandbox: runner, ...(docker ? { docker } : {}), runtimes }),
     execDir,
@@ -93,6 +99,14 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     variationSupport,
     queue: deps.queue,
   });
+  // A job runs against the storage of its digest function (its hashes mean nothing elsewhere).
+  const executors = new Map<DigestFunction, ReturnType<typeof executorFor>>();
+  const handler: JobHandler = async (ctx) => {
+    const fn = DIGEST_FUNCTIONS[ctx.job.digestFunction ?? 'SHA256'];
+    let executor = executors.get(fn);
+    if (!executor) executors.set(fn, (executor = executorFor(fn)));
+    return (await executor)(ctx);
+  };
   const stopWork = await deps.queue.work({ name, platform, concurrency }, handler);
   logger.info({ worker: name, workDir, concurrency, platform, runner: runner.name, docker: docker !== undefined }, 'worker taking jobs');
   return {

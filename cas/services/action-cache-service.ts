@@ -14,16 +14,19 @@ import type { StorageContext } from './storage-context.ts';
 
 export function actionCacheService(storage: StorageContext): ActionCacheHandlers {
   const ctx = storage.service('ActionCache');
-  const { actionCache, blobs, config } = storage;
+  const { config } = storage;
 
   return {
+    // An entry is served only after the chain's completeness check found all its blobs, which
+    // also renews their leases (Build without the Bytes; cas/disk-blob-store.ts).
     GetActionResult: unary(ctx, 'GetActionResult', async (req, call) => {
-      const digest = validateDigest(req.action_digest, 'action_digest');
+      const { actionCache, blobs, digestFunction } = storage.stores.resolve(req.instance_name, req.digest_function);
+      const digest = validateDigest(req.action_digest, 'action_digest', digestFunction);
       const stored = await actionCache.get(req.instance_name, digest, callerOf(call));
       const result = stored && !isRemoved(stored) ? stored : undefined;
       ctx.metrics.actionCacheRequests.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), result: result ? 'hit' : 'miss' });
       if (!result) throw notFound(`no action result for ${digestKey(digest)} in instance "${req.instance_name}"`);
-      storage.onServed?.(req.instance_name, digest, result, requestLabels(call.metadata));
+      storage.onServed?.(req.instance_name, digest, result, requestLabels(call.metadata), digestFunction);
       await inline(blobs, result, {
         stdout: req.inline_stdout,
         stderr: req.inline_stderr,
@@ -34,7 +37,8 @@ export function actionCacheService(storage: StorageContext): ActionCacheHandlers
     }),
 
     UpdateActionResult: unary(ctx, 'UpdateActionResult', async (req, call) => {
-      const digest = validateDigest(req.action_digest, 'action_digest');
+      const { actionCache, blobs, digestFunction } = storage.stores.resolve(req.instance_name, req.digest_function);
+      const digest = validateDigest(req.action_digest, 'action_digest', digestFunction);
       const result = req.action_result;
       if (!result) throw invalidArgument('action_result is missing');
       // The chain's write policy decides (cas/write-policy-action-cache.ts): fleet members write,

@@ -33,7 +33,7 @@ type WriteResponse = MessageInput<'WriteResponse'>;
 
 export function byteStreamService(storage: StorageContext): ByteStreamHandlers & { close(): void; [METHOD_OVERRIDES]: MethodOverrides } {
   const ctx = storage.service('ByteStream');
-  const { blobs } = storage;
+  const blobsOf = (resource: BlobResource) => storage.stores.resolve(resource.instanceName, resource.digestFunction).blobs;
   const uploads = new Map<string, Upload>();
 
   const sweeper = setInterval(() => {
@@ -86,7 +86,7 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
       throw invalidArgument(`write_offset ${offset} for a new upload ${name}; a new upload starts at 0`);
     }
     const resource = parseWriteResource(name);
-    const writer = await blobs.write(resource.digest);
+    const writer = await blobsOf(resource).write(resource.digest);
     const upload: Upload = {
       resource,
       writer,
@@ -174,6 +174,7 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
     Read: serverStream(ctx, 'Read', async (req, send, call) => {
       const resource = parseReadResource(req.resource_name);
       const { digest } = resource;
+      const blobs = blobsOf(resource);
       if (req.read_offset < 0) throw outOfRange(`read_offset ${req.read_offset} is negative`);
       if (req.read_limit < 0) throw outOfRange(`read_limit ${req.read_limit} is negative`);
       if (req.read_offset > digest.size_bytes) {
@@ -211,7 +212,7 @@ export function byteStreamService(storage: StorageContext): ByteStreamHandlers &
       const upload = uploads.get(req.resource_name);
       if (upload) return { committed_size: upload.received, complete: false };
       const resource = parseWriteResource(req.resource_name);
-      if ((await blobs.findMissing([resource.digest])).length === 0) {
+      if ((await blobsOf(resource).findMissing([resource.digest])).length === 0) {
         return { committed_size: resource.compressor === 'identity' ? resource.digest.size_bytes : -1, complete: true };
       }
       // Unknown upload: the client starts over from 0.

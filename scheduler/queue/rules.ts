@@ -15,7 +15,7 @@ export interface OperationError {
 
 /** `(instance, action digest, platform)`: what makes two submissions the same action. */
 export function mergeKeyOf(job: JobSpec): string {
-  return `${job.instanceName}\n${digestKey(job.actionDigest)}\n${platformKey(job.platform)}`;
+  return `${job.instanceName}\n${job.digestFunction ?? 'SHA256'}\n${digestKey(job.actionDigest)}\n${platformKey(job.platform)}`;
 }
 
 /** Whether a job may be merged with an identical in-flight one: never when it must not be cached. */

@@ -68,15 +68,18 @@ describe('storage node over gRPC', () => {
   });
 
   describe('Capabilities', () => {
-    test('SHA256, API 2.0..2.x, batch limit, AC updates, ZSTD', async () => {
+    test('SHA256 and BLAKE3, API 2.0..2.11, batch limit, AC updates, ZSTD, split and splice', async () => {
       const caps = await unary(s.capabilities, s.capabilities.GetCapabilities, { instance_name: '' });
       const cc = caps.cache_capabilities;
       assert.ok(cc);
-      assert.deepEqual(cc.digest_functions, ['SHA256']);
+      assert.deepEqual(cc.digest_functions, ['SHA256', 'BLAKE3']);
+      assert.equal(caps.execution_capabilities?.digest_function, 'SHA256');
       assert.equal(caps.low_api_version?.major, 2);
       assert.equal(caps.low_api_version?.minor, 0);
       assert.equal(caps.high_api_version?.major, 2);
-      assert.ok((caps.high_api_version?.minor ?? -1) >= 0);
+      assert.equal(caps.high_api_version?.minor, 11);
+      assert.equal(cc.split_blob_support, true);
+      assert.equal(cc.splice_blob_support, true);
       assert.equal(cc.max_batch_total_size_bytes, s.config.storage.maxBatchTotalSizeBytes);
       assert.equal(cc.action_cache_update_capabilities?.update_enabled, true);
       assert.ok(cc.supported_compressors.includes('ZSTD'));
@@ -591,7 +594,7 @@ describe('storage node over gRPC', () => {
 
     test('good calls still work at the end', async () => {
       const caps = await unary(s.capabilities, s.capabilities.GetCapabilities, {});
-      assert.deepEqual(caps.cache_capabilities?.digest_functions, ['SHA256']);
+      assert.deepEqual(caps.cache_capabilities?.digest_functions, ['SHA256', 'BLAKE3']);
       const data = randomBytes(5000);
       const d = digestOf(data);
       assert.equal((await byteStreamWrite(s.byteStream, uploadName(d), data)).committed_size, 5000);

@@ -306,6 +306,7 @@ describe('LocalContentCache', () => {
         return remote.read(dg, o, l);
       },
       write: (dg: Digest) => remote.write(dg),
+      digestFunction: remote.digestFunction,
     };
     const cache = await LocalContentCache.open({ root: await tempDir(), maxBytes: 1 << 20, remote: counting });
     const blob = await putBlob(remote, Buffer.from('shared'));

@@ -17,6 +17,7 @@ import { ReapiError, Status } from '../../common/errors.ts';
 class Switchable implements BlobStore {
   down = false;
   readonly inner = new MemoryBlobStore();
+  readonly digestFunction = this.inner.digestFunction;
   /** Whether the backend itself holds the blob (whatever `down` says). */
   async holds(d: Digest): Promise<boolean> {
     return (await this.inner.findMissing([d])).length === 0;
