@@ -4,9 +4,10 @@
 // (cargo, expand) and the tests use it; failures are reported wherever the server put them (the
 // call's gRPC status with `grpc-status-details-bin`, or ExecuteResponse.status).
 import * as grpc from '@grpc/grpc-js';
-import { digestOf, type Digest } from '../common/digest.ts';
+import type { Digest } from '../common/digest.ts';
+import { SHA256, type DigestFunction } from '../common/digest-function.ts';
 import { REQUEST_METADATA_KEY } from '../common/grpc.ts';
-import { readResourceName } from '../common/resource-name.ts';
+import { readResourceName, writeResourceName } from '../common/resource-name.ts';
 import type { Config } from '../common/config.ts';
 import { parseEndpoint } from '../common/endpoint.ts';
 import { clientSettings, clientToken, grpcChannelCredentials, metadataInterceptor } from '../common/tls.ts';
@@ -40,6 +41,10 @@ export type Stage = MessageOutput<'ExecuteOperationMetadata'>['stage'];
 export interface ExecClients {
   address: string;
   instance: string;
+  /** How this client hashes (trees, uploads); SHA-256 unless connected otherwise. */
+  digestFunction: DigestFunction;
+  /** The `digest_function` field of requests: set (Bazel 7+) or left UNKNOWN (older clients, Buck2). */
+  digestFunctionField: DigestFunction['name'] | 'UNKNOWN';
   capabilities: CapabilitiesClient;
   cas: ContentAddressableStorageClient;
   byteStream: ByteStreamClient;
@@ -59,7 +64,14 @@ const CLIENT_OPTIONS: grpc.ChannelOptions = {
  * grpcs://host:port), for one instance name; `client` says whom to trust and what to present
  * (default: from REAPI_TLS_CA, REAPI_TLS_CLIENT_CERT, REAPI_TLS_CLIENT_KEY, REAPI_TOKEN_FILE).
  */
-export function connectExec(endpoint: string, instance = '', client: ClientSettings = clientSettings()): ExecClients {
+export function connectExec(
+  endpoint: string,
+  instance = '',
+  client: ClientSettings = clientSettings(),
+  hashing: { digestFunction?: DigestFunction; sendDigestFunction?: boolean } = {},
+): ExecClients {
+  const digestFunction = hashing.digestFunction ?? SHA256;
+  const digestFunctionField = (hashing.sendDigestFunction ?? hashing.digestFunction !== undefined) ? digestFunction.name : 'UNKNOWN';
   const { target: address, tls } = parseEndpoint(endpoint);
   const creds = grpcChannelCredentials(tls, client);
   const token = clientToken(client);
@@ -75,6 +87,8 @@ export function connectExec(endpoint: string, instance = '', client: ClientSetti
   return {
     address,
     instance,
+    digestFunction,
+    digestFunctionField,
     ...c,
     close: () => {
       for (const client of Object.values(c)) client.close();
@@ -108,8 +122,8 @@ export const link = (target: string): SymlinkEntry => new SymlinkEntry(target);
 /** Blobs by hash: what to upload. */
 export type Blobs = Map<string, Buffer>;
 
-function addBlob(blobs: Blobs, data: Buffer): Digest {
-  const d = digestOf(data);
+function addBlob(blobs: Blobs, data: Buffer, fn: DigestFunction): Digest {
+  const d = fn.digestOf(data);
   blobs.set(d.hash, data);
   return d;
 }
@@ -120,7 +134,7 @@ const byUtf8 = (a: string, b: string): number => Buffer.compare(Buffer.from(a), 
  * The canonical Directory tree of `spec` (entries sorted by UTF-8 bytes, no default-valued
  * fields); every Directory and file blob goes into `blobs`. Returns the root digest.
  */
-export function buildTree(spec: TreeSpec, blobs: Blobs): Digest {
+export function buildTree(spec: TreeSpec, blobs: Blobs, fn: DigestFunction = SHA256): Digest {
   const dir: MessageInput<'Directory'> = {};
   const files: Array<MessageInput<'FileNode'>> = [];
   const directories: Array<MessageInput<'DirectoryNode'>> = [];
@@ -128,25 +142,25 @@ export function buildTree(spec: TreeSpec, blobs: Blobs): Digest {
   for (const name of Object.keys(spec).sort(byUtf8)) {
     const e = spec[name]!;
     if (typeof e === 'string' || Buffer.isBuffer(e)) {
-      files.push({ name, digest: addBlob(blobs, Buffer.from(e)) });
+      files.push({ name, digest: addBlob(blobs, Buffer.from(e), fn) });
     } else if (e instanceof FileEntry) {
-      const digest = addBlob(blobs, e.content);
+      const digest = addBlob(blobs, e.content, fn);
       files.push(e.executable ? { name, digest, is_executable: true } : { name, digest });
     } else if (e instanceof SymlinkEntry) {
       symlinks.push({ name, target: e.target });
     } else {
-      directories.push({ name, digest: buildTree(e, blobs) });
+      directories.push({ name, digest: buildTree(e, blobs, fn) });
     }
   }
   if (files.length) dir.files = files;
   if (directories.length) dir.directories = directories;
   if (symlinks.length) dir.symlinks = symlinks;
-  return addBlob(blobs, encode('Directory', dir));
+  return addBlob(blobs, encode('Directory', dir), fn);
 }
 
 /** Store an arbitrary message (e.g. a deliberately malformed Directory) as a blob. */
-export function addMessage<K extends 'Directory' | 'Command' | 'Action'>(blobs: Blobs, type: K, msg: MessageInput<K>): Digest {
-  return addBlob(blobs, encode(type, msg));
+export function addMessage<K extends 'Directory' | 'Command' | 'Action'>(blobs: Blobs, type: K, msg: MessageInput<K>, fn: DigestFunction = SHA256): Digest {
+  return addBlob(blobs, encode(type, msg), fn);
 }
 
 // ---------------------------------------------------------------------------
@@ -175,6 +189,10 @@ export interface ActionSpec {
    * Clients that want cache hits pass '' (no salt) or a stable value.
    */
   salt?: string;
+  /** How the action and its inputs are hashed (default SHA-256); upload and execute with a client of the same. */
+  digestFunction?: DigestFunction;
+  /** Action.platform too (REAPI 2.2+; Bazel sets both, Buck2 only Command.platform). */
+  actionPlatform?: boolean;
 }
 
 export interface PreparedAction {
@@ -189,6 +207,7 @@ export interface PreparedAction {
 /** Build Action, Command and input tree; nothing is uploaded yet. A random salt unless `salt` is set. */
 export function prepareAction(spec: ActionSpec): PreparedAction {
   const blobs: Blobs = new Map();
+  const fn = spec.digestFunction ?? SHA256;
   const argv = spec.argv ?? (spec.sh !== undefined ? ['/bin/bash', '-c', spec.sh] : undefined);
   if (!argv) throw new Error('prepareAction: argv or sh is required');
   const command: MessageInput<'Command'> = { arguments: argv };
@@ -200,9 +219,10 @@ export function prepareAction(spec: ActionSpec): PreparedAction {
   if (spec.workingDirectory) command.working_directory = spec.workingDirectory;
   const props = Object.entries(spec.platform ?? {}).sort(([a], [b]) => byUtf8(a, b));
   if (props.length) command.platform = { properties: props.map(([name, value]) => ({ name, value })) };
-  const commandDigest = addMessage(blobs, 'Command', command);
-  const inputRootDigest = spec.inputRoot ?? buildTree(spec.inputs ?? {}, blobs);
+  const commandDigest = addMessage(blobs, 'Command', command, fn);
+  const inputRootDigest = spec.inputRoot ?? buildTree(spec.inputs ?? {}, blobs, fn);
   const action: MessageInput<'Action'> = { command_digest: commandDigest, input_root_digest: inputRootDigest };
+  if (spec.actionPlatform && command.platform) action.platform = command.platform;
   if (spec.timeoutSeconds !== undefined) {
     const seconds = Math.floor(spec.timeoutSeconds);
     const nanos = Math.round((spec.timeoutSeconds - seconds) * 1e9);
@@ -210,7 +230,7 @@ export function prepareAction(spec: ActionSpec): PreparedAction {
   }
   if (spec.doNotCache) action.do_not_cache = true;
   action.salt = Buffer.from(spec.salt ?? randomUUID());
-  const actionDigest = addMessage(blobs, 'Action', action);
+  const actionDigest = addMessage(blobs, 'Action', action, fn);
   return { actionDigest, commandDigest, inputRootDigest, command, blobs };
 }
 
@@ -224,7 +244,8 @@ export async function uploadBlobs(c: ExecClients, blobs: Iterable<Buffer>): Prom
     if (batch.length === 0) return;
     const res = await unary(c.cas, c.cas.BatchUpdateBlobs, {
       instance_name: c.instance,
-      requests: batch.map((data) => ({ digest: digestOf(data), data })),
+      requests: batch.map((data) => ({ digest: c.digestFunction.digestOf(data), data })),
+      digest_function: c.digestFunctionField,
     });
     for (const r of res.responses) if (r.status && r.status.code !== 0) throw new Error(`upload failed: ${r.status.message}`);
     batch = [];
@@ -233,8 +254,7 @@ export async function uploadBlobs(c: ExecClients, blobs: Iterable<Buffer>): Prom
   for (const data of blobs) {
     if (data.length === 0) continue;
     if (data.length > BATCH_LIMIT) {
-      const d = digestOf(data);
-      await byteStreamWrite(c.byteStream, `${c.instance ? c.instance + '/' : ''}uploads/${randomUUID()}/blobs/${d.hash}/${d.size_bytes}`, data);
+      await byteStreamWrite(c.byteStream, writeResourceName(c.instance, randomUUID(), c.digestFunction.digestOf(data), 'identity', resourceFunction(c)), data);
       continue;
     }
     if (size + data.length > BATCH_LIMIT) await flush();
@@ -246,16 +266,16 @@ export async function uploadBlobs(c: ExecClients, blobs: Iterable<Buffer>): Prom
 
 /** prepareAction + upload everything (except blobs for which `skip(hash)` is true). */
 export async function uploadAction(c: ExecClients, spec: ActionSpec, skip: (hash: string) => boolean = () => false): Promise<PreparedAction> {
-  const prepared = prepareAction(spec);
+  const prepared = prepareAction({ digestFunction: c.digestFunction, ...spec });
   await uploadBlobs(c, [...prepared.blobs].filter(([hash]) => !skip(hash)).map(([, data]) => data));
   return prepared;
 }
 
 /** Upload only the blobs the server does not have yet (one FindMissingBlobs per call). */
 export async function uploadMissing(c: ExecClients, blobs: Blobs): Promise<{ uploaded: number; present: number }> {
-  const digests = [...blobs.values()].filter((b) => b.length > 0).map((b) => digestOf(b));
+  const digests = [...blobs.values()].filter((b) => b.length > 0).map((b) => c.digestFunction.digestOf(b));
   if (digests.length === 0) return { uploaded: 0, present: 0 };
-  const res = await unary(c.cas, c.cas.FindMissingBlobs, { instance_name: c.instance, blob_digests: digests });
+  const res = await unary(c.cas, c.cas.FindMissingBlobs, { instance_name: c.instance, blob_digests: digests, digest_function: c.digestFunctionField });
   const missing = res.missing_blob_digests.map((d) => blobs.get(d.hash)).filter((b): b is Buffer => b !== undefined);
   await uploadBlobs(c, missing);
   return { uploaded: missing.length, present: digests.length - missing.length };
@@ -272,7 +292,7 @@ export async function lookupActionResult(
   actionDigest: Digest,
   opts: { inline?: boolean; inlineOutputFiles?: string[]; requestMetadata?: MessageInput<'RequestMetadata'> } = {},
 ): Promise<ActionResult | undefined> {
-  const req: MessageInput<'GetActionResultRequest'> = { instance_name: c.instance, action_digest: actionDigest };
+  const req: MessageInput<'GetActionResultRequest'> = { instance_name: c.instance, action_digest: actionDigest, digest_function: c.digestFunctionField };
   if (opts.inline) Object.assign(req, { inline_stdout: true, inline_stderr: true });
   if (opts.inlineOutputFiles?.length) req.inline_output_files = opts.inlineOutputFiles;
   const metadata = opts.requestMetadata ? requestMetadataHeader(opts.requestMetadata) : new grpc.Metadata();
@@ -343,7 +363,7 @@ function deadline(opts: ExecuteOptions): grpc.CallOptions {
 
 /** Execute and collect the stream; rejects with the grpc.ServiceError when the call fails. */
 export function execute(c: ExecClients, actionDigest: Digest, opts: ExecuteOptions = {}): Promise<ExecuteOutcome> {
-  const req: MessageInput<'ExecuteRequest'> = { instance_name: c.instance, action_digest: actionDigest };
+  const req: MessageInput<'ExecuteRequest'> = { instance_name: c.instance, action_digest: actionDigest, digest_function: c.digestFunctionField };
   if (opts.skipCacheLookup) req.skip_cache_lookup = true;
   if (opts.priority !== undefined) req.execution_policy = { priority: opts.priority };
   const metadata = opts.requestMetadata ? requestMetadataHeader(opts.requestMetadata) : new grpc.Metadata();
@@ -418,7 +438,12 @@ export async function executeFailure(c: ExecClients, actionDigest: Digest, opts:
 
 export async function readBlob(c: ExecClients, digest: Digest | MessageOutput<'Digest'> | null | undefined): Promise<Buffer> {
   if (!digest || Number(digest.size_bytes) === 0) return Buffer.alloc(0);
-  return byteStreamRead(c.byteStream, readResourceName(c.instance, { hash: digest.hash, size_bytes: Number(digest.size_bytes) }));
+  return byteStreamRead(c.byteStream, readResourceName(c.instance, { hash: digest.hash, size_bytes: Number(digest.size_bytes) }, 'identity', resourceFunction(c)));
+}
+
+/** The digest function a resource name spells out: the client's, unless it sends none (then the server's default applies). */
+function resourceFunction(c: ExecClients): DigestFunction {
+  return c.digestFunctionField === 'UNKNOWN' ? SHA256 : c.digestFunction;
 }
 
 export async function stdoutOf(c: ExecClients, result: ActionResult): Promise<string> {
@@ -448,7 +473,7 @@ export async function outputTree(
   if (!d) return undefined;
   const tree = decode('Tree', await readBlob(c, d.tree_digest));
   const byDigest = new Map<string, MessageOutput<'Directory'>>();
-  for (const child of tree.children) byDigest.set(digestOf(encode('Directory', child as MessageInput<'Directory'>)).hash, child);
+  for (const child of tree.children) byDigest.set(c.digestFunction.hash(encode('Directory', child as MessageInput<'Directory'>)), child);
   const out = new Map<string, { data: Buffer; executable: boolean } | { symlink: string } | { dir: true }>();
   const walk = async (dir: MessageOutput<'Directory'>, prefix: string): Promise<void> => {
     for (const f of dir.files) out.set(prefix + f.name, { data: await readBlob(c, f.digest), executable: f.is_executable });

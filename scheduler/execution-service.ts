@@ -109,7 +109,7 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
         ctx.metrics.actionCacheRequests.inc({ instance: ctx.metrics.labels.instance.of(req.instance_name), result: hit ? 'hit' : 'miss' });
         if (hit) {
           deps.auditor.served(req.instance_name, actionDigest, hit, labels, digestFunction);
-          await send(cachedOperation(`operations/cached-${randomUUID()}`, actionDigest, hit as MessageInput<'ActionResult'>));
+          await send(cachedOperation(`operations/cached-${randomUUID()}`, actionDigest, hit as MessageInput<'ActionResult'>, digestFunction.name));
           return;
         }
       }
