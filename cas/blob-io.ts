@@ -4,9 +4,9 @@ import type { Readable } from 'node:stream';
 import type { Digest } from '../common/digest.ts';
 import type { BlobStore } from './blob-store.ts';
 
-export async function readStream(stream: Readable): Promise<Buffer> {
+export async function readStream(stream: Readable | AsyncIterable<Uint8Array>): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 

@@ -10,6 +10,7 @@ import { createGuard, type CallGuard } from '../common/auth/index.ts';
 import { serviceDefinitions } from '../protos/index.ts';
 import type { StorageContext } from './services/storage-context.ts';
 import { actionCacheService } from './services/action-cache-service.ts';
+import { assetServices } from './asset/asset-services.ts';
 import { byteStreamService } from './services/bytestream-service.ts';
 import { capabilitiesService } from './services/capabilities-service.ts';
 import { casService } from './services/cas-service.ts';
@@ -20,6 +21,8 @@ export type ServiceList = Array<[grpc.ServiceDefinition, grpc.UntypedServiceImpl
 export interface StorageServicesOptions extends StorageContext {
   /** Whether Capabilities announces execution (a scheduler or `reapi serve` with workers). */
   execEnabled: boolean;
+  /** Serve the Remote Asset API (front doors: `reapi serve`, schedulers; not storage nodes). */
+  assets?: boolean;
 }
 
 export function storageServices(opts: StorageServicesOptions): { services: ServiceList; close(): void } {
@@ -32,13 +35,18 @@ export function storageServices(opts: StorageServicesOptions): { services: Servi
     digestFunctions: opts.stores.functions,
     defaultDigestFunction: opts.stores.resolve(instanceName).digestFunction,
   }));
+  const services: ServiceList = [
+    [serviceDefinitions.Capabilities, capabilities],
+    [serviceDefinitions.ContentAddressableStorage, casService(opts)],
+    [serviceDefinitions.ByteStream, byteStream],
+    [serviceDefinitions.ActionCache, actionCacheService(opts)],
+  ] as ServiceList;
+  if (opts.assets && config.assets.enabled) {
+    const { fetch, push } = assetServices(opts);
+    services.push([serviceDefinitions.Fetch, fetch], [serviceDefinitions.Push, push] as ServiceList[number]);
+  }
   return {
-    services: [
-      [serviceDefinitions.Capabilities, capabilities],
-      [serviceDefinitions.ContentAddressableStorage, casService(opts)],
-      [serviceDefinitions.ByteStream, byteStream],
-      [serviceDefinitions.ActionCache, actionCacheService(opts)],
-    ] as ServiceList,
+    services,
     close: () => byteStream.close(),
   };
 }

@@ -95,6 +95,7 @@ function frontDoor(config: Config, logger: Logger, metrics: Metrics, storage: St
     config,
     service,
     execEnabled: true,
+    assets: true,
     onServed: (...args) => v.auditor.served(...args),
   });
   const services = [...storageSvc.services, ...executionServices({ stores: storage, queue, config, service, policy: v.policy, auditor: v.auditor })];
@@ -116,7 +117,7 @@ export async function startServe(config: Config, logger: Logger, metrics = new M
   const hooks: QuarantineHooks = {};
   const storage = await createStorage('serve', { config, metrics, logger, hooks });
   if (!config.execution.enabled) {
-    const storageSvc = storageServices({ stores: storage, clientWrites: storage.clientWrites, config, service: serviceContexts(metrics, logger, guard), execEnabled: false });
+    const storageSvc = storageServices({ stores: storage, clientWrites: storage.clientWrites, config, service: serviceContexts(metrics, logger, guard), execEnabled: false, assets: true });
     const server = await startServer({ config, logger, metrics, services: storageSvc.services, guard });
     logger.info({ grpcPort: server.grpcPort, httpPort: server.httpPort, dataDir: config.dataDir, execution: false }, 'reapi serve listening');
     return { ...server, close: async () => (await server.close(), storageSvc.close()) };

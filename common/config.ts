@@ -124,6 +124,22 @@ export const configSchema = z
         actionCache: actionCacheConfigSchema.optional(),
       })
       .prefault({}),
+    /** The Remote Asset API (Fetch, Push) on `reapi serve` and schedulers. */
+    assets: z
+      .object({
+        enabled: z.boolean().default(true),
+        /**
+         * Fetch from loopback, private and link-local addresses too. Off by default: clients
+         * must not reach the server's own network (or a cloud metadata service) through it.
+         */
+        allowPrivateNetworks: z.boolean().default(false),
+        /** Largest download. */
+        maxBytes: sizeBytes.default(4 * 1024 ** 3),
+        /** Longest download (a request's own timeout may be shorter). */
+        timeoutSeconds: z.number().positive().default(600),
+      })
+      .strict()
+      .prefault({}),
     actionCache: z
       .object({
         /**

@@ -133,6 +133,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly assetFetches = new Counter({
+    name: 'reapi_asset_fetches_total',
+    help: 'Remote Asset fetches by kind (blob, directory) and result (cached, fetched, failed).',
+    labelNames: ['kind', 'result'] as const,
+    registers: [this.registry],
+  });
+
   readonly casWritesRefused = new Counter({
     name: 'reapi_cas_writes_refused_total',
     help: 'Writes refused because the CAS is over its cap with only leased or pinned blobs left (raise the cap or shorten the lease).',

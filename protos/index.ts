@@ -20,6 +20,7 @@ import type { MessageTypeDefinition } from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import type { ProtoGrpcType as RemoteExecutionGrpc } from './generated/remote_execution';
 import type { ProtoGrpcType as ByteStreamGrpc } from './generated/bytestream';
+import type { ProtoGrpcType as RemoteAssetGrpc } from './generated/remote_asset';
 import type { ProtoGrpcType as ErrorDetailsGrpc } from './generated/error_details';
 import type { ProtoGrpcType as ReapiGrpc } from './generated/reapi';
 import type { Any, Any__Output } from './generated/google/protobuf/Any';
@@ -33,6 +34,8 @@ export type {
 } from './generated/build/bazel/remote/execution/v2/ContentAddressableStorage';
 export type { ExecutionClient, ExecutionDefinition, ExecutionHandlers } from './generated/build/bazel/remote/execution/v2/Execution';
 export type { ByteStreamClient, ByteStreamDefinition, ByteStreamHandlers } from './generated/google/bytestream/ByteStream';
+export type { FetchClient, FetchHandlers } from './generated/build/bazel/remote/asset/v1/Fetch';
+export type { PushClient, PushHandlers } from './generated/build/bazel/remote/asset/v1/Push';
 export type { OperationsClient, OperationsDefinition, OperationsHandlers } from './generated/google/longrunning/Operations';
 export type { Any, Any__Output } from './generated/google/protobuf/Any';
 
@@ -42,6 +45,7 @@ export const PROTOS_DIR: string = path.dirname(fileURLToPath(import.meta.url));
 /** Entry files; everything they import is loaded too. */
 export const PROTO_FILES: readonly string[] = [
   'build/bazel/remote/execution/v2/remote_execution.proto',
+  'build/bazel/remote/asset/v1/remote_asset.proto',
   'google/bytestream/bytestream.proto',
   'google/longrunning/operations.proto',
   'google/rpc/status.proto',
@@ -63,7 +67,7 @@ export const LOADER_OPTIONS = {
 /** proto-loader package definition of all PROTO_FILES. */
 export const packageDefinition: protoLoader.PackageDefinition = protoLoader.loadSync([...PROTO_FILES], LOADER_OPTIONS);
 
-type GrpcTypes = RemoteExecutionGrpc & ByteStreamGrpc;
+type GrpcTypes = RemoteExecutionGrpc & ByteStreamGrpc & RemoteAssetGrpc;
 
 /** Result of grpc.loadPackageDefinition, typed with the generated types. */
 export const grpcObject = grpc.loadPackageDefinition(packageDefinition) as unknown as GrpcTypes;
@@ -82,6 +86,8 @@ export const services = {
   Execution: v2.Execution,
   ByteStream: grpcObject.google.bytestream.ByteStream,
   Operations: grpcObject.google.longrunning.Operations,
+  Fetch: grpcObject.build.bazel.remote.asset.v1.Fetch,
+  Push: grpcObject.build.bazel.remote.asset.v1.Push,
 } as const;
 
 export type ServiceName = keyof typeof services;
@@ -94,6 +100,8 @@ export const serviceDefinitions: { readonly [K in ServiceName]: (typeof services
   Execution: services.Execution.service,
   ByteStream: services.ByteStream.service,
   Operations: services.Operations.service,
+  Fetch: services.Fetch.service,
+  Push: services.Push.service,
 };
 
 // ---------------------------------------------------------------------------
@@ -129,6 +137,7 @@ type LR = RemoteExecutionGrpc['google']['longrunning'];
 type PB = RemoteExecutionGrpc['google']['protobuf'];
 type BS = ByteStreamGrpc['google']['bytestream'];
 type ED = ErrorDetailsGrpc['google']['rpc'];
+type RA = RemoteAssetGrpc['build']['bazel']['remote']['asset']['v1'];
 
 /** Short message name -> generated input (for encode) / output (from decode) types. */
 export interface Messages {
@@ -180,6 +189,14 @@ export interface Messages {
   Tree: IO<V2['Tree']>;
   UpdateActionResultRequest: IO<V2['UpdateActionResultRequest']>;
   WaitExecutionRequest: IO<V2['WaitExecutionRequest']>;
+  // build.bazel.remote.asset.v1
+  Qualifier: IO<RA['Qualifier']>;
+  FetchBlobRequest: IO<RA['FetchBlobRequest']>;
+  FetchBlobResponse: IO<RA['FetchBlobResponse']>;
+  FetchDirectoryRequest: IO<RA['FetchDirectoryRequest']>;
+  FetchDirectoryResponse: IO<RA['FetchDirectoryResponse']>;
+  PushBlobRequest: IO<RA['PushBlobRequest']>;
+  PushDirectoryRequest: IO<RA['PushDirectoryRequest']>;
   // build.bazel.semver
   SemVer: IO<RemoteExecutionGrpc['build']['bazel']['semver']['SemVer']>;
   // google.longrunning
@@ -287,6 +304,13 @@ export const MESSAGE_TYPES = {
   WriteResponse: 'google.bytestream.WriteResponse',
   QueryWriteStatusRequest: 'google.bytestream.QueryWriteStatusRequest',
   QueryWriteStatusResponse: 'google.bytestream.QueryWriteStatusResponse',
+  Qualifier: 'build.bazel.remote.asset.v1.Qualifier',
+  FetchBlobRequest: 'build.bazel.remote.asset.v1.FetchBlobRequest',
+  FetchBlobResponse: 'build.bazel.remote.asset.v1.FetchBlobResponse',
+  FetchDirectoryRequest: 'build.bazel.remote.asset.v1.FetchDirectoryRequest',
+  FetchDirectoryResponse: 'build.bazel.remote.asset.v1.FetchDirectoryResponse',
+  PushBlobRequest: 'build.bazel.remote.asset.v1.PushBlobRequest',
+  PushDirectoryRequest: 'build.bazel.remote.asset.v1.PushDirectoryRequest',
   Any: 'google.protobuf.Any',
   Duration: 'google.protobuf.Duration',
   Timestamp: 'google.protobuf.Timestamp',

@@ -7,9 +7,10 @@ export const PERMISSIONS = ['cache-read', 'cache-write', 'execute', 'reports-rea
  * - cache-read: FindMissingBlobs, BatchReadBlobs, GetTree, ByteStream.Read, GetActionResult;
  * - cache-write: BatchUpdateBlobs, ByteStream.Write, QueryWriteStatus, UpdateActionResult (subject
  *   to the ActionCache's write policy);
+ * - cache-write also: Fetch (the server downloads into the CAS for the caller);
  * - execute: Execute, WaitExecution, Operations;
  * - reports-read: /api/reports;
- * - admin: everything;
+ * - admin: everything, and alone Push (it says what a URL holds for every later Fetch);
  * - worker: a worker or scheduler of the fleet: its ActionCache writes are a worker's (they keep
  *   their provenance and pass the write policy), and it reads entries as stored.
  */
@@ -44,6 +45,12 @@ export const METHOD_PERMISSIONS: Record<string, Permission | undefined> = {
   'Operations.CancelOperation': 'execute',
   'Operations.DeleteOperation': 'execute',
   'Operations.WaitOperation': 'execute',
+  // The server fetches and stores content on the caller's behalf.
+  'Fetch.FetchBlob': 'cache-write',
+  'Fetch.FetchDirectory': 'cache-write',
+  // Pushing says what a URL holds for everyone who fetches it: trusted callers only.
+  'Push.PushBlob': 'admin',
+  'Push.PushDirectory': 'admin',
 };
 
 export function may(p: Principal, permission: Permission): boolean {

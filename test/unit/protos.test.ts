@@ -47,6 +47,8 @@ describe('protos: services', () => {
       methods: { GetActionResult: [false, false], UpdateActionResult: [false, false] },
     },
     Execution: { pkg: 'build.bazel.remote.execution.v2', methods: { Execute: [false, true], WaitExecution: [false, true] } },
+    Fetch: { pkg: 'build.bazel.remote.asset.v1', methods: { FetchBlob: [false, false], FetchDirectory: [false, false] } },
+    Push: { pkg: 'build.bazel.remote.asset.v1', methods: { PushBlob: [false, false], PushDirectory: [false, false] } },
     ByteStream: {
       pkg: 'google.bytestream',
       methods: { Read: [false, true], Write: [true, false], QueryWriteStatus: [false, false] },
