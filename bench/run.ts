@@ -32,6 +32,10 @@ const BENCHMARKS: Record<string, { describe: string; load: () => Promise<{ main(
     describe: 'N concurrent clients executing M actions through a local fleet (3 storage nodes with replicas, 2 schedulers, 2 workers): actions/s, p50/p99 per stage, nothing lost',
     load: () => import('./load.ts'),
   },
+  digest: {
+    describe: 'BLAKE3 vs SHA-256 on the ByteStream write path, each next to its raw hash speed, in one run',
+    load: () => import('./digest.ts'),
+  },
   tls: {
     describe: 'what TLS costs: no-op action latency and ByteStream throughput, TLS vs plaintext, in one run',
     load: () => import('./tls.ts'),
