@@ -17,6 +17,8 @@ import { byteStreamRead, byteStreamWrite, expectGrpcError, startTestStorage, una
 import { connectExec, execute, outputFile, outputTree, run, stdoutOf, uploadAction, type ExecClients } from '../support/execution.ts';
 import { startTestServe, type TestServe } from '../support/serve.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
+import { redisSkip } from '../support/redis.ts';
+import { startFleet, type Fleet } from '../support/fleet.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -140,6 +142,36 @@ describe('Bazel 7/8 request shapes: digest_function on every request, BLAKE3', {
     assert.notEqual(sha.action.actionDigest.hash, first.action.actionDigest.hash);
     assert.equal(sha.response.cached_result, false);
     assert.equal(sha.result.output_files.find((o) => o.path === 'out/f')?.digest?.hash, SHA256.hash(Buffer.from('hello')));
+  });
+});
+
+describe('BLAKE3 through a fleet: scheduler, storage node and workers over Redis', { skip: sandboxSkip || redisSkip }, () => {
+  let fleet: Fleet;
+  let b3: ExecClients;
+  before(async () => {
+    fleet = await startFleet({ name: 'modern-fleet', workers: 1 });
+    b3 = connectExec(`127.0.0.1:${fleet.scheduler.grpcPort}`, '', undefined, { digestFunction: BLAKE3 });
+  });
+  after(async () => {
+    b3?.close();
+    await fleet?.stop();
+  });
+
+  test('the worker fetches BLAKE3 inputs from the storage node and stores BLAKE3 outputs and the entry there', async () => {
+    const spec = { sh: 'cat in.txt in.txt > out.txt', inputs: { 'in.txt': 'fleet ' }, outputFiles: ['out.txt'], salt: `fleet-${randomUUID()}` };
+    const first = await run(b3, spec);
+    const out = first.result.output_files[0]!;
+    assert.equal(out.digest?.hash, BLAKE3.hash(Buffer.from('fleet fleet ')));
+    assert.equal((await outputFile(b3, first.result, 'out.txt'))?.data.toString(), 'fleet fleet ');
+    // The entry is on the storage node, under BLAKE3 only.
+    const node = connectExec(`127.0.0.1:${fleet.cas.grpcPort}`, '', undefined, { digestFunction: BLAKE3 });
+    try {
+      assert.deepEqual(await missing(node, [{ hash: out.digest!.hash, size_bytes: Number(out.digest!.size_bytes) }], 'BLAKE3'), []);
+    } finally {
+      node.close();
+    }
+    const again = await execute(b3, first.action.actionDigest);
+    assert.equal(again.response.cached_result, true);
   });
 });
 
