@@ -20,11 +20,14 @@ export function platformKey(p: PlatformProperties): string {
     .join(',');
 }
 
-/** True when the worker offers this one property: same value, or '*' (anything). */
+/** Separates the values of a property a worker offers several of (e.g. rustc-release: "1.63.0|1.95.0"). */
+export const OFFER_SEPARATOR = '|';
+
+/** True when the worker offers this one property: same value, one of its '|'-separated values, or '*' (anything). */
 export function satisfiesProperty(worker: PlatformProperties, name: string, value: string): boolean {
   if (!Object.hasOwn(worker, name)) return false;
-  const offered = worker[name];
-  return offered === '*' || offered === value;
+  const offered = worker[name]!;
+  return offered === '*' || offered === value || (offered.includes(OFFER_SEPARATOR) && offered.split(OFFER_SEPARATOR).includes(value));
 }
 
 /** True when the worker satisfies every property of the job's platform. */

@@ -80,7 +80,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const basePlatform = docker && !(CONTAINER_IMAGE in config.worker.platform) ? { ...config.worker.platform, [CONTAINER_IMAGE]: '*' } : config.worker.platform;
   const concurrency = config.worker.concurrency ?? availableParallelism();
   // Special runtimes (wasm macros, Cargo build scripts under their policy) claim the jobs asking for them.
-  const runtimes = await startRuntimeRunners(runner, { logger, stateDir: join(workDir, 'runtimes'), threads: concurrency, visiblePaths: config.worker.buildScripts.visiblePaths });
+  const runtimes = await startRuntimeRunners(runner, { logger, stateDir: join(workDir, 'runtimes'), threads: concurrency, visiblePaths: config.worker.buildScripts.visiblePaths, ...(config.worker.buildScripts.toolchains ? { toolchains: config.worker.buildScripts.toolchains } : {}) });
   const platform: PlatformProperties = Object.assign({}, ...runtimes.map((r) => r.platform), basePlatform);
   const variationSupport = await detectVariationSupport();
   const executorFor = async (fn: DigestFunction) => createActionExecutor({

@@ -449,7 +449,7 @@ export async function runBuildScript(ctx: ClientContext, req: BuildScriptRequest
 
 function explainStatus(code: number, text: string): string {
   if (code === 9 && text.includes(RUSTC_RELEASE_PROPERTY)) {
-    return `${text} (no worker has the rustc this build uses; build with the workers' rustc, e.g. RUSTC=/usr/bin/rustc, or install it on the workers)`;
+    return `${text} (no worker has the rustc release this build uses: install that toolchain on the workers (rustup toolchain install, or worker.buildScripts.toolchains) or build with one they have)`;
   }
   if (code === 9 && text.includes(BUILD_SCRIPT_PROPERTY)) return `${text} (no worker runs Cargo build scripts: workers need bubblewrap and root)`;
   if (code === 14) return `${text} (is reapi running there?)`;

@@ -3,7 +3,7 @@
 // and `reapi cargo` runs with their output and `--summary-json`.
 import { execFileSync, spawn } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,13 +93,20 @@ export interface BuildScriptRecord {
   warning?: string;
 }
 
-/** `reapi cargo --endpoint E --cargo /usr/bin/cargo --summary-json F -- ARGS` in `dir`. */
-export async function reapiCargo(dir: string, endpoint: string, args: string[], env: NodeJS.ProcessEnv = {}, flags: string[] = []): Promise<Ran & { buildScripts: BuildScriptRecord[] }> {
+/** `reapi cargo --endpoint E --cargo CARGO --summary-json F -- ARGS` in `dir` (Debian's cargo unless `cargo` names another). */
+export async function reapiCargo(
+  dir: string,
+  endpoint: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  flags: string[] = [],
+  cargo = CARGO,
+): Promise<Ran & { buildScripts: BuildScriptRecord[] }> {
   // Outside the workspace: files in a package directory are build-script inputs.
   const summary = join(dirname(dir), `reapi-summary-${Date.now()}.json`);
   const r = await runProcess(
     process.execPath,
-    [join(REPO, 'bin/reapi.mjs'), 'cargo', '--endpoint', endpoint, '--cargo', CARGO, '--summary-json', summary, ...flags, '--', ...args],
+    [join(REPO, 'bin/reapi.mjs'), 'cargo', '--endpoint', endpoint, '--cargo', cargo, '--summary-json', summary, ...flags, '--', ...args],
     { cwd: dir, env: cargoEnv(env) },
   );
   let buildScripts: BuildScriptRecord[] = [];
@@ -110,6 +117,38 @@ export async function reapiCargo(dir: string, endpoint: string, args: string[], 
     // No summary: reapi cargo itself failed; the caller looks at stderr.
   }
   return { ...r, buildScripts };
+}
+
+/**
+ * A rustup toolchain (the usual Rust setup) whose rustc is another release than Debian's, so a
+ * test can tell which one a build script got: its directory, cargo, rustc and release.
+ */
+export function rustupToolchain(): { dir: string; cargo: string; rustc: string; release: string } | undefined {
+  const home = process.env.RUSTUP_HOME ?? join(process.env.HOME ?? '/root', '.rustup');
+  const debian = existsSync(RUSTC) ? releaseOf(RUSTC) : undefined;
+  let names: string[] = [];
+  try {
+    names = readdirSync(join(home, 'toolchains')).sort((a, b) => Number(b.startsWith('stable')) - Number(a.startsWith('stable')));
+  } catch {
+    return undefined;
+  }
+  for (const name of names) {
+    const dir = join(home, 'toolchains', name);
+    const rustc = join(dir, 'bin', 'rustc');
+    const cargo = join(dir, 'bin', 'cargo');
+    if (!existsSync(rustc) || !existsSync(cargo)) continue;
+    const release = releaseOf(rustc);
+    if (release && release !== debian) return { dir, cargo, rustc, release };
+  }
+  return undefined;
+}
+
+function releaseOf(rustc: string): string | undefined {
+  try {
+    return /^release: (\S+)$/m.exec(execFileSync(rustc, ['-vV'], { encoding: 'utf8' }))?.[1];
+  } catch {
+    return undefined;
+  }
 }
 
 /** Crate names of the records, sorted. */

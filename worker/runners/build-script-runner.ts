@@ -11,6 +11,9 @@
 // - mounts the exec root at CANONICAL_ROOT, or where the verifier asks, rewriting the paths in
 //   argv and environment to match and mapping the mount back to CANONICAL_ROOT in stdout and
 //   stderr (so a run under a different exec-root path answers the same);
+// - runs the build script with the Rust toolchain of the release its platform names
+//   (`rustc-release`, the client's rustc): Debian's /usr/bin/rustc, or a rustup toolchain mounted
+//   read-only at /opt/rust with /usr/bin/rustc and rustdoc linking into it (rust-toolchains.ts);
 // - makes only the policy's system directories visible (read-only); /usr/bin (and /usr/sbin)
 //   hold only the allowed tools; every other program name the worker has is a stub that says which
 //   crate ran which tool and which setting allows it (exit 127), never a bare ENOENT;
@@ -40,6 +43,13 @@ import type { RunOutcome, RunSpec, Runner } from '../../execution/runner.ts';
 import type { BwrapRunner, SandboxMounts } from './bwrap-runner.ts';
 import { diagnose, explainLimit, readTrace, within } from './build-script-diagnosis.ts';
 import { BUILD_SCRIPT_PROPERTY, BUILD_SCRIPT_PROTOCOL, CANONICAL_ROOT, LAYOUT, RUSTC_RELEASE_PROPERTY } from '../../execution/build-script.ts';
+import { OFFER_SEPARATOR } from '../../execution/platform.ts';
+import { defaultToolchainDirs, discoverToolchains, exposeToolchain, type RustToolchain } from './rust-toolchains.ts';
+
+/** Where a rustup toolchain appears inside the sandbox (one per run). */
+const TOOLCHAIN_MOUNT = '/opt/rust';
+/** The programs of a toolchain that stand in for the system's. */
+const TOOLCHAIN_TOOLS = ['rustc', 'rustdoc'];
 
 const HELPERS = '/run/reapi';
 /** Where strace writes inside the sandbox: the run's scratch directory, bound read-write. */
@@ -66,6 +76,8 @@ export interface BuildScriptRunnerOptions {
    * only name paths inside them, and tools must live inside them). Default ['/usr'].
    */
   visiblePaths?: string[];
+  /** Rust toolchain directories offered by release; default /usr and the rustup toolchains. */
+  toolchains?: string[];
 }
 
 /** Is `path` equal to or below one of `roots`? */
@@ -78,7 +90,8 @@ interface Host {
   strace?: string;
   stub: string;
   insideTools: string[];
-  rustcRelease?: string;
+  /** The Rust toolchains offered, by release. */
+  toolchains: RustToolchain[];
   /** The operator's allowlist, as given and with symlinks resolved. */
   visible: string[];
   visibleReal: string[];
@@ -149,20 +162,15 @@ export class BuildScriptRunner implements Runner {
     await writeFile(stub, STUB, { mode: 0o755 });
     await chmod(stub, 0o755);
     const insideTools = await bwrap.insideTools();
-    let rustcRelease: string | undefined;
-    const rustc = await realpath('/usr/bin/rustc').catch(() => undefined);
-    if (rustc) {
-      try {
-        const { stdout } = await run(rustc, ['-vV'], { timeout: 30_000 });
-        rustcRelease = /^release: (\S+)$/m.exec(stdout)?.[1];
-      } catch {
-        // No working rustc: build scripts needing one are not routed here.
-      }
-    }
+    // No working rustc at all: build scripts asking for a release are not routed here.
+    const toolchains = await Promise.all(
+      (await discoverToolchains(opts.toolchains ?? (await defaultToolchainDirs()), opts.logger)).map((t) => exposeToolchain(t, stateDir, opts.logger)),
+    );
+    if (toolchains.length) opts.logger?.info({ toolchains: toolchains.map((t) => `${t.release} ${t.dir}`) }, 'Rust toolchains offered to build scripts');
     const visible = (opts.visiblePaths ?? ['/usr']).map((p) => (p.length > 1 ? p.replace(/\/+$/, '') : p));
     const visibleReal = await Promise.all(visible.map((p) => realpath(p).catch(() => p)));
     const { user } = await bwrap.ready();
-    const host: Host = { names, rootLinks, sh, strace, stub, insideTools, rustcRelease, visible, visibleReal, sandbox: { uid: user.uid, gid: user.gid } };
+    const host: Host = { names, rootLinks, sh, strace, stub, insideTools, toolchains, visible, visibleReal, sandbox: { uid: user.uid, gid: user.gid } };
     const runner = new BuildScriptRunner(bwrap, host, stateDir, opts.logger, opts.stateDir === undefined);
     if (strace && !(await runner.straceWorks())) {
       opts.logger?.warn('strace cannot trace inside the sandbox: build-script refusals are explained without the path details');
@@ -174,7 +182,7 @@ export class BuildScriptRunner implements Runner {
   /** What a worker with this runner offers. */
   platform(): Record<string, string> {
     const p: Record<string, string> = { [BUILD_SCRIPT_PROPERTY]: BUILD_SCRIPT_PROTOCOL };
-    if (this.host.rustcRelease) p[RUSTC_RELEASE_PROPERTY] = this.host.rustcRelease;
+    if (this.host.toolchains.length) p[RUSTC_RELEASE_PROPERTY] = this.host.toolchains.map((t) => t.release).join(OFFER_SEPARATOR);
     return p;
   }
 
@@ -287,10 +295,11 @@ export class BuildScriptRunner implements Runner {
    * name the worker has, a symlink to the denial stub. Made once per tool set: a bind of one
    * directory costs far less than a symlink per name on every run.
    */
-  private binDirs(tools: Map<string, string>): Promise<{ bin: string; sbin: string }> {
+  private binDirs(tools: Map<string, string>, links: ReadonlyMap<string, string> = new Map()): Promise<{ bin: string; sbin: string }> {
     const inside = this.host.insideTools.filter((t) => posix.dirname(t) === '/usr/bin').map((t) => posix.basename(t));
-    const allowed = [...new Set([...tools.keys(), ...inside])].sort();
-    const key = createHash('sha256').update(allowed.join('\0')).digest('hex').slice(0, 20);
+    const allowed = [...new Set([...tools.keys(), ...inside])].filter((n) => !links.has(n)).sort();
+    const linked = [...links].sort(([a], [b]) => (a < b ? -1 : 1));
+    const key = createHash('sha256').update(allowed.join('\0')).update('\n').update(linked.flat().join('\0')).digest('hex').slice(0, 20);
     let p = this.binDirCache.get(key);
     if (!p) {
       p = (async () => {
@@ -300,8 +309,11 @@ export class BuildScriptRunner implements Runner {
         await mkdir(dirs.bin, { recursive: true, mode: 0o755 });
         await mkdir(dirs.sbin, { recursive: true, mode: 0o755 });
         for (const d of [base, dirs.bin, dirs.sbin]) await chmod(d, 0o755);
-        const placed = new Set(allowed);
+        const placed = new Set([...allowed, ...links.keys()]);
         for (const name of allowed) await writeFile(join(dirs.bin, name), '', { mode: 0o755 });
+        // A toolchain's programs are links into its mount: run through the link, rustc finds its
+        // libraries and sysroot next to the real file.
+        for (const [name, target] of linked) await symlink(target, join(dirs.bin, name));
         for (const [dir, names] of this.host.names) {
           const into = dir.endsWith('sbin') ? dirs.sbin : dirs.bin;
           for (const n of names) {
@@ -338,7 +350,7 @@ export class BuildScriptRunner implements Runner {
   }
 
   /** The sandbox filesystem for one policy. */
-  private async mounts(visible: Array<{ real: string; path: string }>, tools: Map<string, string>, scratch: string): Promise<SandboxMounts> {
+  private async mounts(visible: Array<{ real: string; path: string }>, tools: Map<string, string>, scratch: string, toolchain?: RustToolchain): Promise<SandboxMounts> {
     const h = this.host;
     const sys: string[] = ['--perms', '0755', '--dir', '/etc'];
     for (const f of ETC_FILES) sys.push('--ro-bind-try', f, f);
@@ -348,7 +360,16 @@ export class BuildScriptRunner implements Runner {
       else if (link !== undefined) sys.push('--symlink', link, path);
       else sys.push('--ro-bind', path, path);
     }
-    const dirs = await this.binDirs(tools);
+    const links = new Map<string, string>();
+    if (toolchain && !toolchain.system) {
+      sys.push('--ro-bind', toolchain.dir, TOOLCHAIN_MOUNT);
+      for (const name of TOOLCHAIN_TOOLS) {
+        if (!tools.has(name)) continue;
+        links.set(name, `${TOOLCHAIN_MOUNT}/bin/${name}`);
+        tools = new Map([...tools].filter(([n]) => n !== name));
+      }
+    }
+    const dirs = await this.binDirs(tools, links);
     sys.push('--ro-bind', dirs.bin, '/usr/bin', '--ro-bind', dirs.sbin, '/usr/sbin', '--dir', HELPERS);
     sys.push('--ro-bind', h.sh, `${HELPERS}/sh`, '--ro-bind', h.stub, `${HELPERS}/denied`);
     sys.push('--ro-bind', join(scratch, 'denial'), `${HELPERS}/denial`, '--bind', join(scratch, 'trace'), TRACE_DIR);
@@ -433,6 +454,14 @@ export class BuildScriptRunner implements Runner {
     scratch: string,
   ): Promise<RunOutcome> {
     const { binds } = await this.toolBinds(policy);
+    const release = spec.platform?.[RUSTC_RELEASE_PROPERTY];
+    const toolchain = release === undefined ? this.host.toolchains.find((t) => t.system) : this.host.toolchains.find((t) => t.release === release);
+    if (release !== undefined && !toolchain) {
+      throw new Error(`this worker has no Rust toolchain of release ${release} (it offers ${this.host.toolchains.map((t) => t.release).join(', ') || 'none'})`);
+    }
+    // The policy allows rustc: the toolchain's stands in for the system's (which may be absent).
+    const rustAllowed = policy.tools.includes('rustc');
+    const tools = toolchain && !toolchain.system && rustAllowed ? new Map([...binds, ...TOOLCHAIN_TOOLS.map((n) => [n, `${toolchain.dir}/bin/${n}`] as const)]) : binds;
 
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(spec.env)) env[k] = atMount(v, mount);
@@ -456,7 +485,7 @@ export class BuildScriptRunner implements Runner {
         variation: { ...spec.variation, execRootMount: mount },
       },
       signal,
-      await this.mounts(visible, binds, scratch),
+      await this.mounts(visible, tools, scratch, toolchain),
     );
     outcome.stdout = replaceBytes(outcome.stdout, mount, CANONICAL_ROOT);
     outcome.stderr = replaceBytes(outcome.stderr, mount, CANONICAL_ROOT);

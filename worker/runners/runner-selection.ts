@@ -44,7 +44,10 @@ export function selectRunner(runners: { sandbox: Runner; docker?: Runner; runtim
  * The runtimes a worker offers on top of its default runner: wasm macros always (in-process
  * threads, `threads` at once); Cargo build scripts when the default runner is bwrap.
  */
-export async function startRuntimeRunners(bwrap: Runner, opts: { logger: Logger; stateDir: string; threads: number; visiblePaths?: string[] }): Promise<RuntimeRunner[]> {
+export async function startRuntimeRunners(
+  bwrap: Runner,
+  opts: { logger: Logger; stateDir: string; threads: number; visiblePaths?: string[]; toolchains?: string[] },
+): Promise<RuntimeRunner[]> {
   const wasm = new WasmRunner({ threads: Math.max(1, Math.min(opts.threads, availableParallelism())) });
   const out: RuntimeRunner[] = [
     {
@@ -60,6 +63,7 @@ export async function startRuntimeRunners(bwrap: Runner, opts: { logger: Logger;
       logger: opts.logger.child({ component: 'build-scripts' }),
       stateDir: opts.stateDir,
       ...(opts.visiblePaths ? { visiblePaths: opts.visiblePaths } : {}),
+      ...(opts.toolchains ? { toolchains: opts.toolchains } : {}),
     });
     out.push({ claims: (p) => Object.hasOwn(p, BUILD_SCRIPT_PROPERTY), runner: buildScripts, platform: buildScripts.platform(), dispose: () => buildScripts.dispose() });
   } catch (err) {

@@ -26,6 +26,12 @@ fn main() {
         env::var("TARGET").unwrap(),
         env::vars().filter(|(k, _)| k.starts_with("CARGO_FEATURE_")).count()
     );
+    // The rustc the build script was given: the toolchain of the build, wherever it runs.
+    let rustc = env::var("RUSTC").expect("RUSTC");
+    let version = std::process::Command::new(&rustc).arg("-vV").output().expect("run $RUSTC -vV");
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let release = version.lines().find_map(|l| l.strip_prefix("release: ")).unwrap_or("?").to_owned();
+    println!("cargo:rustc-env=DEMO_RUSTC_RELEASE={}", release);
     // The manifest directory as the build script saw it: the client maps sandbox paths back.
     println!("cargo:rustc-env=DEMO_MANIFEST_DIR={}", env::var("CARGO_MANIFEST_DIR").unwrap());
 }

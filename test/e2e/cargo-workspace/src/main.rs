@@ -47,6 +47,7 @@ fn main() {
     #[cfg(not(demo_generated))]
     println!("own: cfg demo_generated is NOT set");
     println!("own: {}", env!("DEMO_BUILD_INFO"));
+    println!("rustc: release={}", env!("DEMO_RUSTC_RELEASE"));
     let manifest = env!("DEMO_MANIFEST_DIR");
     println!("own: manifest dir is the host's: {}", std::path::Path::new(manifest).join("Cargo.toml").exists());
 }
