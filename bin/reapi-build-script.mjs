@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 // bin/reapi-build-script without `reapi cargo` around it: one build script on the fleet, in this
 // process (loads only the client, not the server roles).
-import { register } from 'tsx/esm/api';
+import { runCompiledOrSources } from './launch.mjs';
 
-register();
-const { main } = await import('../clients/cargo/standalone.ts');
+const { main } = await runCompiledOrSources('clients/cargo/standalone');
 await main(process.argv.slice(2));

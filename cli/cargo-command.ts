@@ -13,10 +13,11 @@ import type { Command } from 'commander';
 // Only light modules here: the gRPC client loads while cargo starts (see runCargo).
 import { PolicyError } from '../clients/cargo/policy.ts';
 import { DEFAULT_ENDPOINT, endpointAddress, policyFor } from '../clients/cargo/settings.ts';
-import { clientEnv, clientSettings } from '../common/tls.ts';
+import { clientEnv, clientSettings } from '../common/client-settings.ts';
 import type { BuildScriptRecord, CargoDaemon } from '../clients/cargo/daemon.ts';
 
-const BIN_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../bin');
+// cli/ of the checkout, or dist/cli/ when compiled (scripts/build.sh): bin/ is at the checkout's top.
+const BIN_DIR = resolve(dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../bin' : '../../bin');
 export const RUSTC_WRAPPER = join(BIN_DIR, 'reapi-rustc-wrapper');
 export const BUILD_SCRIPT_RUNNER = join(BIN_DIR, 'reapi-build-script');
 

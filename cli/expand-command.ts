@@ -3,10 +3,9 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { parseEndpoint } from '../common/endpoint.ts';
-import { messageOf } from '../common/errors.ts';
-import { clientSettings } from '../common/tls.ts';
-import { DEFAULT_EXPAND_TIMEOUT_SECONDS, ExpandError, expand } from '../clients/expand-client.ts';
-import { connectExec } from '../clients/remote-execution.ts';
+import { messageOf } from '../common/error-text.ts';
+import { clientSettings } from '../common/client-settings.ts';
+import { DEFAULT_EXPAND_TIMEOUT_SECONDS } from '../clients/expand-defaults.ts';
 
 export interface ExpandFlags {
   endpoint: string;
@@ -50,6 +49,8 @@ export async function runExpand(flags: ExpandFlags): Promise<number> {
     return fail((err as Error).message, 2);
   }
   const input = await readStdin();
+  // The gRPC client loads only now: argument errors and --help never wait for it.
+  const [{ ExpandError, expand }, { connectExec }] = await Promise.all([import('../clients/expand-client.ts'), import('../clients/remote-execution.ts')]);
   const c = connectExec(flags.endpoint, flags.instance, clientSettings({ ca: flags.tlsCa, cert: flags.tlsClientCert, key: flags.tlsClientKey, tokenFile: flags.tokenFile }));
   try {
     const platform: Record<string, string> = flags.isa ? { ISA: flags.isa } : {};

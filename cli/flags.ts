@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig, parseSize, type Config } from '../common/config.ts';
-import { wrap } from '../common/errors.ts';
+import { wrapPlain } from '../common/error-text.ts';
 
 export interface CommonFlags {
   config?: string;
@@ -128,7 +128,7 @@ export function configFromFlags(flags: CommonFlags, role?: string): Config {
     try {
       fleetToken = readFileSync(flags.fleetTokenFile, 'utf8').trim();
     } catch (err) {
-      throw wrap(err, `--fleet-token-file: cannot read ${flags.fleetTokenFile}`);
+      throw wrapPlain(err, `--fleet-token-file: cannot read ${flags.fleetTokenFile}`);
     }
   }
   return loadConfig(flags.config, {

@@ -5,8 +5,8 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Config } from '../common/config.ts';
-import { messageOf } from '../common/errors.ts';
-import { clientSettings, clientToken } from '../common/tls.ts';
+import { messageOf } from '../common/error-text.ts';
+import { clientSettings, clientToken } from '../common/client-settings.ts';
 
 export interface ReportsFlags {
   http: string;

@@ -3,6 +3,7 @@
 // salt, fixed timeout), so the same expansion always has the same action digest: the second time
 // it is an ActionCache hit. The cache is asked first (a hit needs no upload at all); on a miss the
 // module and inputs are uploaded (FindMissingBlobs first) and the action executed.
+import { DEFAULT_EXPAND_TIMEOUT_SECONDS } from './expand-defaults.ts';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import type { Digest } from '../common/digest.ts';
 import { WASM_MACRO_PLATFORM, WASM_MACRO_PROGRAM } from '../execution/wasm-macro.ts';
@@ -22,7 +23,7 @@ import {
 /** Names inside the action's input root; part of the action key, so never change them lightly. */
 export const EXPAND_FILES = { module: 'macro.wasm', input: 'input.rs', attr: 'attr.rs', output: 'expansion.rs' } as const;
 
-export const DEFAULT_EXPAND_TIMEOUT_SECONDS = 60;
+export { DEFAULT_EXPAND_TIMEOUT_SECONDS };
 
 export interface ExpandRequest {
   module: Buffer;

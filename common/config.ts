@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseSize } from './sizes.ts';
-import { DIGEST_FUNCTION_NAMES } from './digest-function.ts';
+import { DIGEST_FUNCTION_NAMES } from './digest-function-names.ts';
 import { actionCacheConfigSchema, blobStoreConfigSchema, sizeBytes } from './storage-config.ts';
 import { permissionSchema } from './auth/permissions.ts';
 
@@ -237,6 +237,11 @@ export const configSchema = z
             visiblePaths: z
               .array(z.string().refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'an absolute path without ".."'))
               .default(['/usr']),
+            /**
+             * Rust toolchain directories (each with bin/rustc and lib/) build scripts may ask for
+             * by release. Default: /usr and every rustup toolchain of the worker's user.
+             */
+            toolchains: z.array(z.string().refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'an absolute path without ".."')).optional(),
           })
           .strict()
           .prefault({}),

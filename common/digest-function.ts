@@ -7,8 +7,9 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { invalidArgument } from './errors.ts';
 import type { Digest } from './digest.ts';
 
-export type DigestFunctionName = 'SHA256' | 'BLAKE3';
-export const DIGEST_FUNCTION_NAMES = ['SHA256', 'BLAKE3'] as const satisfies readonly DigestFunctionName[];
+import type { DigestFunctionName } from './digest-function-names.ts';
+
+export { DIGEST_FUNCTION_NAMES, type DigestFunctionName } from './digest-function-names.ts';
 
 /** An incremental hash of one blob. */
 export interface Hasher {

@@ -1,5 +1,4 @@
 // Where a reapi server is: `host:port`, `grpc://host:port` or `grpcs://host:port` (TLS).
-import { invalidArgument } from './errors.ts';
 
 /**
  * Parse `host:port`, `grpc://host:port` or `grpcs://host:port` (TLS: trust from `client.ca`, else the system roots);
@@ -9,7 +8,7 @@ export function parseEndpoint(address: string): { target: string; tls: boolean }
   const m = /^(?:(grpcs?):\/\/)?(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):(\d{1,5})\/?$/.exec(address.trim());
   const port = m ? Number(m[3]) : NaN;
   if (!m || port < 1 || port > 65535) {
-    throw invalidArgument(`address "${address}" is not HOST:PORT, grpc://HOST:PORT or grpcs://HOST:PORT`);
+    throw new Error(`address "${address}" is not HOST:PORT, grpc://HOST:PORT or grpcs://HOST:PORT`);
   }
   return { target: `${m[2]}:${port}`, tls: m[1] === 'grpcs' };
 }

@@ -2,6 +2,7 @@
 // service edge turns it into a status without guessing.
 import { status as Status, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { encode, packAny, type Any__Output } from '../protos/index.ts';
+import { messageOf } from './error-text.ts';
 import type { Digest } from './digest.ts';
 
 export { Status };
@@ -18,10 +19,7 @@ export class ReapiError extends Error {
   }
 }
 
-/** The message of anything thrown. */
-export function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
+export { messageOf };
 
 /**
  * `err` said in the context it happened in ("context: message"), the original kept as `cause`;

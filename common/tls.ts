@@ -83,10 +83,6 @@ export function grpcChannelCredentials(tlsEnabled: boolean, client: Config['clie
   return grpc.credentials.createSsl(ca, key, cert);
 }
 
-/** The bearer token our clients send, from `client.tokenFile` (or undefined). */
-export function clientToken(client: Config['client']): string | undefined {
-  return client.tokenFile ? read(client.tokenFile, 'token file (--token-file)').toString('utf8').trim() : undefined;
-}
 
 /** An interceptor adding metadata to every call (the fleet token, a bearer token). */
 export function metadataInterceptor(entries: Record<string, string>): grpc.Interceptor {
@@ -99,25 +95,4 @@ export function metadataInterceptor(entries: Record<string, string>): grpc.Inter
     });
 }
 
-/** Environment variables that carry client settings to the processes a client command starts. */
-export const CLIENT_ENV = { ca: 'REAPI_TLS_CA', cert: 'REAPI_TLS_CLIENT_CERT', key: 'REAPI_TLS_CLIENT_KEY', tokenFile: 'REAPI_TOKEN_FILE' } as const;
-
-/** Client settings from flags, falling back to the environment. */
-export function clientSettings(flags: Partial<Record<keyof typeof CLIENT_ENV, string | undefined>> = {}, env: NodeJS.ProcessEnv = process.env): Config['client'] {
-  const out: Config['client'] = {};
-  for (const key of Object.keys(CLIENT_ENV) as Array<keyof typeof CLIENT_ENV>) {
-    const v = flags[key] ?? (env[CLIENT_ENV[key]] || undefined);
-    if (v !== undefined) out[key] = v;
-  }
-  return out;
-}
-
-/** The environment entries that hand `client` on to child processes. */
-export function clientEnv(client: Config['client']): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const key of Object.keys(CLIENT_ENV) as Array<keyof typeof CLIENT_ENV>) {
-    const v = client[key];
-    if (v !== undefined) out[CLIENT_ENV[key]] = v;
-  }
-  return out;
-}
+export { CLIENT_ENV, clientEnv, clientSettings, clientToken } from './client-settings.ts';

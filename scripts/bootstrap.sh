@@ -15,6 +15,11 @@ if [[ ! -d node_modules/@grpc/grpc-js || ! -d node_modules/tsx || package-lock.j
   npm install --no-audit --no-fund >&2
 fi
 
+# The compiled JavaScript the `reapi` command runs (scripts/build.sh): when missing or older than a source.
+if ! node --input-type=module -e "const m = await import('./bin/launch.mjs'); process.exit(m.compiledIsCurrent() ? 0 : 1)"; then
+  bash scripts/build.sh
+fi
+
 # Debian packages: command -> package.
 declare -A need=([bwrap]=bubblewrap [setpriv]=util-linux [prlimit]=util-linux)
 # Verification variations: a second locale, zone data, libfaketime and disorderfs (opt-in).

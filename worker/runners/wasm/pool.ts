@@ -5,7 +5,8 @@
 import { Worker } from 'node:worker_threads';
 import type { ExpansionJob, ExpansionResult, JobMessage, ResultMessage } from './protocol.ts';
 
-const THREAD_SCRIPT = new URL('./expand-thread.mjs', import.meta.url);
+// From sources the thread registers tsx first (expand-thread.mjs); compiled, it is plain JavaScript.
+const THREAD_SCRIPT = new URL(import.meta.url.endsWith('.ts') ? './expand-thread.mjs' : './expand-thread.js', import.meta.url);
 
 export interface WasmPoolOptions {
   /** Threads (parallel expansions). */
