@@ -16,8 +16,8 @@ import { join } from 'node:path';
 import { expand, prepareExpansion } from '../clients/expand-client.ts';
 import { connectExec, execute, uploadMissing } from '../clients/remote-execution.ts';
 import { guestArtifacts, expandNatively } from '../test/support/guest-build.ts';
-import { checkModule } from '../worker/runners/wasm/module-check.ts';
-import { WasmPool } from '../worker/runners/wasm/pool.ts';
+import { checkModule } from '../execution/wasm/module-check.ts';
+import { WasmPool } from '../execution/wasm/pool.ts';
 import { REPO_ROOT, below, environment, fmtNum, log, percentile, renderTable, saveResults, startServer, type Row } from './lib.ts';
 
 const TARGET_RATIO = 3;

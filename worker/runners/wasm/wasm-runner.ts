@@ -12,14 +12,13 @@
 // or 2 with the reason on stderr. None of those non-zero exits is ever cached. A timeout or the
 // memory cap -> a RunFailure (never cached, the client gets the explanation). The worker keeps
 // serving after any of them.
-import { createHash } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { components, ConfinedDir, EscapeError, NotFoundError } from '../../confined-dir.ts';
 import { failedRun, type RunOutcome, type RunSpec, type Runner } from '../../../execution/runner.ts';
-import { checkEntry, checkModule, WasmModuleError, type CheckedModule } from './module-check.ts';
-import { WasmPool } from './pool.ts';
-import type { ExpansionResult } from './protocol.ts';
+import { InProcessExpander, DEFAULT_WASM_MEMORY_BYTES } from '../../../execution/wasm/in-process-expander.ts';
+import { WasmModuleError } from '../../../execution/wasm/module-check.ts';
+import type { WasmPool } from '../../../execution/wasm/pool.ts';
+import type { ExpansionResult } from '../../../execution/wasm/protocol.ts';
 
 import { WASM_MACRO_PROGRAM } from '../../../execution/wasm-macro.ts';
 
@@ -32,8 +31,7 @@ export interface WasmRunnerOptions {
   stackSizeMb?: number;
 }
 
-export const DEFAULT_WASM_MEMORY_BYTES = 256 * 1024 * 1024;
-const MAX_CACHED_MODULES = 32;
+export { DEFAULT_WASM_MEMORY_BYTES };
 /** Exit code of a macro that panicked (as a Rust process that panics exits with 101). */
 export const PANIC_EXIT_CODE = 101;
 
@@ -71,13 +69,14 @@ export function parseMacroArgv(argv: readonly string[]): MacroArgs {
 
 export class WasmRunner implements Runner {
   readonly name = 'wasm';
-  readonly pool: WasmPool;
-  private readonly maxMemoryBytes: number;
-  private readonly modules = new Map<string, CheckedModule | WasmModuleError>();
+  private readonly expander: InProcessExpander;
 
   constructor(opts: WasmRunnerOptions = {}) {
-    this.maxMemoryBytes = opts.maxMemoryBytes ?? DEFAULT_WASM_MEMORY_BYTES;
-    this.pool = new WasmPool({ size: opts.threads ?? availableParallelism(), stackSizeMb: opts.stackSizeMb ?? 8 });
+    this.expander = new InProcessExpander(opts);
+  }
+
+  get pool(): WasmPool {
+    return this.expander.pool;
   }
 
   async run(spec: RunSpec, signal: AbortSignal): Promise<RunOutcome> {
@@ -100,22 +99,23 @@ export class WasmRunner implements Runner {
     let args: MacroArgs;
     const cap = this.memoryCap(spec);
     const root = await ConfinedDir.openRoot(spec.execRoot);
-    let checked: CheckedModule;
-    let inputs: string[];
+    let moduleBytes: Buffer;
+    let input: string;
+    let attr: string | undefined;
     let output: { dir: ConfinedDir; name: string } | undefined;
     try {
       args = parseMacroArgv(spec.argv);
       const base = components(spec.workingDirectory);
-      const [moduleBytes, input, attr] = await Promise.all([
+      const [moduleFile, inputFile, attrFile] = await Promise.all([
         readInput(root, base, args.module, '--module'),
         readInput(root, base, args.input, '--input'),
         args.attr !== undefined ? readInput(root, base, args.attr, '--attr') : Promise.resolve(undefined),
       ]);
       output = await outputDir(root, base, args.output);
-      checked = this.check(moduleBytes, cap);
-      checkEntry(checked, args.entry, attr !== undefined);
-      inputs = [utf8(input, args.input), ...(attr !== undefined ? [utf8(attr, args.attr!)] : [])];
-      if (attr !== undefined) inputs = [inputs[1]!, inputs[0]!]; // (attribute, item)
+      moduleBytes = moduleFile;
+      this.expander.check(moduleBytes, args.entry, attrFile !== undefined, cap);
+      input = utf8(inputFile, args.input);
+      if (attrFile !== undefined) attr = utf8(attrFile, args.attr!);
     } catch (err) {
       await root.close();
       await output?.dir.close();
@@ -125,8 +125,8 @@ export class WasmRunner implements Runner {
     }
     await root.close();
 
-    const result: ExpansionResult = await this.pool.expand(
-      { moduleKey: `${checked.sha256}:${cap}`, module: checked.bytes, abi: checked.abi, entry: args.entry, inputs, memoryCapBytes: cap },
+    const result: ExpansionResult = await this.expander.expand(
+      { module: moduleBytes, entry: args.entry, input, ...(attr !== undefined ? { attr } : {}), memoryCapBytes: cap },
       spec.timeoutMs,
       signal,
     );
@@ -160,34 +160,13 @@ export class WasmRunner implements Runner {
     }
   }
 
-  private check(bytes: Buffer, cap: number): CheckedModule {
-    const id = `${createHash('sha256').update(bytes).digest('hex')}:${cap}`;
-    const hit = this.modules.get(id);
-    if (hit) {
-      this.modules.delete(id);
-      this.modules.set(id, hit);
-      if (hit instanceof WasmModuleError) throw hit;
-      return hit;
-    }
-    let result: CheckedModule | WasmModuleError;
-    try {
-      result = checkModule(bytes, { maxMemoryBytes: cap });
-    } catch (err) {
-      if (!(err instanceof WasmModuleError)) throw err;
-      result = err;
-    }
-    this.modules.set(id, result);
-    if (this.modules.size > MAX_CACHED_MODULES) this.modules.delete(this.modules.keys().next().value!);
-    if (result instanceof WasmModuleError) throw result;
-    return result;
-  }
-
   private memoryCap(spec: RunSpec): number {
-    return spec.limits.memoryBytes > 0 ? Math.min(this.maxMemoryBytes, spec.limits.memoryBytes) : this.maxMemoryBytes;
+    const max = this.expander.maxMemoryBytes;
+    return spec.limits.memoryBytes > 0 ? Math.min(max, spec.limits.memoryBytes) : max;
   }
 
   async dispose(): Promise<void> {
-    await this.pool.close();
+    await this.expander.close();
   }
 }
 
