@@ -14,6 +14,7 @@ import type { Command } from 'commander';
 import { PolicyError } from '../clients/cargo/policy.ts';
 import { DEFAULT_ENDPOINT, endpointAddress, policyFor } from '../clients/cargo/settings.ts';
 import { clientEnv, clientSettings } from '../common/client-settings.ts';
+import { hostIsa } from '../common/host-isa.ts';
 import type { BuildScriptRecord, CargoDaemon } from '../clients/cargo/daemon.ts';
 
 // cli/ of the checkout, or dist/cli/ when compiled (scripts/build.sh): bin/ is at the checkout's top.
@@ -44,6 +45,8 @@ async function runCargo(args: string[], flags: CargoFlags): Promise<number> {
   const dir = await mkdtemp(join(tmpdir(), 'reapi-cargo-'));
   await chmod(dir, 0o700);
   const socket = join(dir, `helper-${randomBytes(4).toString('hex')}.sock`);
+  // The persistent expander of wasm macros (clients/expander/): the shim in rustc asks it.
+  const expanderSocket = join(dir, 'expander.sock');
   const onResult = (r: BuildScriptRecord) => {
     if (process.env.REAPI_CARGO_VERBOSE) process.stderr.write(`reapi: build script of ${r.crate}: ${r.source} (exit ${r.exitCode}, ${r.ms} ms${r.timings ? `: ${Object.entries(r.timings).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''})\n`);
     // Cargo shows a build script's stderr only when it fails: say it here.
@@ -55,6 +58,7 @@ async function runCargo(args: string[], flags: CargoFlags): Promise<number> {
     ...clientEnv(client),
     RUSTC_WRAPPER: RUSTC_WRAPPER,
     REAPI_CARGO_SOCKET: socket,
+    REAPI_EXPANDER_SOCKET: expanderSocket,
     REAPI_ENDPOINT: endpoint,
     REAPI_INSTANCE: instance,
     REAPI_BUILD_POLICY: policy.path ?? '',
@@ -65,16 +69,22 @@ async function runCargo(args: string[], flags: CargoFlags): Promise<number> {
   // Cargo starts right away; the helper (gRPC client, daemon) loads meanwhile. Cargo runs no build
   // script before it has compiled one, and the trampolines wait for the socket a while anyway.
   const started = (async () => {
-    const [{ connectExec }, { newInvocationId }, { startDaemon }] = await Promise.all([
+    const [{ connectExec }, { newInvocationId }, { startDaemon }, { startExpander }, { InProcessExpander }] = await Promise.all([
       import('../clients/remote-execution.ts'),
       import('../clients/cargo/build-script-action.ts'),
       import('../clients/cargo/daemon.ts'),
+      import('../clients/expander/expander-server.ts'),
+      import('../execution/wasm/in-process-expander.ts'),
     ]);
     const clients = connectExec(address, instance, client);
+    const wasm = new InProcessExpander();
     try {
-      return { clients, daemon: await startDaemon({ clients, endpoint, policy, invocationId: newInvocationId() }, socket, onResult) };
+      const daemon = await startDaemon({ clients, endpoint, policy, invocationId: newInvocationId() }, socket, onResult);
+      const expander = await startExpander({ socket: expanderSocket, expander: wasm, clients, platform: { ISA: hostIsa() } });
+      return { clients, daemon, expander, wasm };
     } catch (e) {
       clients.close();
+      await wasm.close();
       throw e;
     }
   })();
@@ -98,6 +108,8 @@ async function runCargo(args: string[], flags: CargoFlags): Promise<number> {
     const helper = await started.catch(() => undefined);
     daemon = helper?.daemon;
     await helper?.daemon.close();
+    await helper?.expander.close();
+    await helper?.wasm.close();
     helper?.clients.close();
     await rm(dir, { recursive: true, force: true });
   }

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { parseEndpoint } from '../common/endpoint.ts';
 import { messageOf } from '../common/error-text.ts';
 import { clientSettings } from '../common/client-settings.ts';
+import { hostIsa } from '../common/host-isa.ts';
 import { DEFAULT_EXPAND_TIMEOUT_SECONDS } from '../clients/expand-defaults.ts';
 
 export interface ExpandFlags {
@@ -80,7 +81,7 @@ export function registerExpandCommand(program: Command): void {
     .option('--attr <file>', "an attribute macro's attribute tokens (stdin is then the item)")
     .option('--instance <name>', 'REAPI instance name', '')
     .option('--timeout <seconds>', 'wall-clock limit of the expansion', String(DEFAULT_EXPAND_TIMEOUT_SECONDS))
-    .option('--isa <isa>', "pin the workers' ISA (NaN bit patterns differ between architectures); '' for any", 'x86-64')
+    .option('--isa <isa>', "pin the workers' ISA (NaN bit patterns differ between architectures); '' for any", hostIsa())
     .option('--verbose', 'say on stderr whether it was a cache hit, and how long it took')
     .option('--tls-ca <file>', 'PEM CA to verify a grpcs:// endpoint with (default $REAPI_TLS_CA, else the system roots)')
     .option('--tls-client-cert <file>', 'PEM client certificate (mTLS; default $REAPI_TLS_CLIENT_CERT)')

@@ -6,6 +6,7 @@ import { addCommonFlags, addExecutionFlags, configFromFlags, type CommonFlags } 
 import { printReports, type ReportsFlags } from './reports-command.ts';
 import { registerCargoCommands } from './cargo-command.ts';
 import { registerExpandCommand } from './expand-command.ts';
+import { registerExpanderCommand } from './expander-command.ts';
 import { registerMacroCommand } from './macro-command.ts';
 import type { RunningRole } from './roles.ts';
 
@@ -72,6 +73,7 @@ program
   .action((flags: ReportsFlags) => printReports(flags));
 
 registerExpandCommand(program);
+registerExpanderCommand(program);
 registerMacroCommand(program);
 registerCargoCommands(program);
 

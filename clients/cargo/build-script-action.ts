@@ -6,10 +6,10 @@
 //
 // Input root (the worker's BuildScriptRunner enforces the policy; see its header):
 //   .reapi/build-script-build  .reapi/policy.json  .reapi/dep/N/  src/ (the package)  out/ (OUT_DIR)
+import { hostIsa } from '../../common/host-isa.ts';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { lstat, mkdir, readdir, readFile, rm, stat, symlink, writeFile, chmod } from 'node:fs/promises';
-import { arch } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -200,12 +200,6 @@ async function rustcRelease(ctx: ClientContext, rustc: string): Promise<string> 
   return p;
 }
 
-/** The REAPI ISA name of this machine, as workers advertise it. */
-function isaName(): string {
-  const a = arch();
-  return a === 'x64' ? 'x86-64' : a === 'arm64' ? 'aarch64' : a;
-}
-
 export interface PreparedBuildScript {
   crate: string;
   policy: ActionPolicy;
@@ -291,7 +285,7 @@ export async function prepareBuildScript(ctx: ClientContext, req: BuildScriptReq
 
   const { root: inputRoot } = tree.finish();
   const platform: Record<string, string> = {
-    ISA: isaName(),
+    ISA: hostIsa(),
     OSFamily: 'Linux',
     [BUILD_SCRIPT_PROPERTY]: BUILD_SCRIPT_PROTOCOL,
     [RUSTC_RELEASE_PROPERTY]: await rustcRelease(ctx, env.RUSTC ?? 'rustc'),

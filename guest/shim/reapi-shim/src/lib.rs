@@ -1,5 +1,8 @@
-//! A thin native proc-macro shim: hand the tokens to `reapi expand`, which runs the macro's wasm
-//! module on the fleet (or serves the expansion from the cache), and parse what comes back.
+//! A thin native proc-macro shim: hand the tokens to the persistent expander (`reapi cargo` starts
+//! one and names its socket in `REAPI_EXPANDER_SOCKET`; `reapi expander` runs one by hand), which
+//! serves the expansion from memory or the ActionCache or runs the macro's wasm module, and parse
+//! what comes back. Without an expander it runs `reapi expand` once per invocation (slow: a
+//! process each time).
 //!
 //! ```ignore
 //! extern crate proc_macro;
@@ -11,17 +14,72 @@
 //! ```
 //!
 //! Environment (read when the macro runs, inside rustc):
+//! - `REAPI_EXPANDER_SOCKET`: the expander's Unix socket (one connection per rustc process, kept)
 //! - `REAPI_ENDPOINT`: grpc://HOST:PORT of reapi (default grpc://127.0.0.1:8980)
 //! - `REAPI_BIN`: the reapi command (default `reapi` on PATH)
 //! - `REAPI_WASM_DIR`: where modules are looked up first (default: the shim crate's directory)
 extern crate proc_macro;
 
 use proc_macro::TokenStream;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// The connection to the expander, kept for the whole rustc process.
+static EXPANDER: Mutex<Option<UnixStream>> = Mutex::new(None);
+
+/// One request and answer on `stream` (the wire format of clients/expander/expander-server.ts).
+fn ask(stream: &mut UnixStream, module: &Path, entry: &str, attr: Option<&str>, input: &str) -> std::io::Result<Result<String, String>> {
+    let path = module.to_string_lossy();
+    let attr_len = attr.map(|a| a.len() as i64).unwrap_or(-1);
+    let mut request = format!("expand {} {} {} {}\n", entry, path.len(), input.len(), attr_len).into_bytes();
+    request.extend_from_slice(path.as_bytes());
+    request.extend_from_slice(input.as_bytes());
+    if let Some(a) = attr {
+        request.extend_from_slice(a.as_bytes());
+    }
+    stream.write_all(&request)?;
+    let mut header = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        stream.read_exact(&mut byte)?;
+        if byte[0] == b'\n' {
+            break;
+        }
+        header.push(byte[0]);
+    }
+    let header = String::from_utf8_lossy(&header).into_owned();
+    let (kind, len) = header.split_once(' ').ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, header.clone()))?;
+    let len: usize = len.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, header.clone()))?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    let text = String::from_utf8(body).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))?;
+    Ok(if kind == "ok" { Ok(text) } else { Err(text) })
+}
+
+/// Expand through the expander at `socket`, connecting (again) when needed.
+fn via_expander(socket: &str, module: &Path, entry: &str, attr: Option<&str>, input: &str) -> Result<String, String> {
+    let mut conn = EXPANDER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut last = String::new();
+    for _ in 0..2 {
+        if conn.is_none() {
+            *conn = Some(UnixStream::connect(socket).map_err(|e| format!("reapi-shim: cannot reach the expander at {} (REAPI_EXPANDER_SOCKET): {}", socket, e))?);
+        }
+        match ask(conn.as_mut().unwrap(), module, entry, attr, input) {
+            Ok(answer) => return answer.map_err(|m| format!("{} ({} via the expander)", m, entry)),
+            Err(e) => {
+                // A dropped connection (the expander restarted): one more try on a new one.
+                *conn = None;
+                last = e.to_string();
+            }
+        }
+    }
+    Err(format!("reapi-shim: the expander at {} did not answer: {}", socket, last))
+}
 
 fn error(message: &str) -> TokenStream {
     TokenStream::from_str(&format!("compile_error!({:?});", message)).unwrap()
@@ -41,6 +99,14 @@ fn run(crate_dir: &str, module: &str, entry: &str, attr: Option<TokenStream>, in
     let module = module_path(crate_dir, module);
     if !module.exists() {
         return error(&format!("reapi-shim: wasm module {} not found (set REAPI_WASM_DIR or build it with `reapi macro build`)", module.display()));
+    }
+    if let Ok(socket) = std::env::var("REAPI_EXPANDER_SOCKET") {
+        let module = std::fs::canonicalize(&module).unwrap_or(module);
+        let attr = attr.map(|a| a.to_string());
+        return match via_expander(&socket, &module, entry, attr.as_deref(), &input.to_string()) {
+            Ok(text) => TokenStream::from_str(&text).unwrap_or_else(|e| error(&format!("reapi-shim: the expansion does not parse as tokens: {:?}", e))),
+            Err(message) => error(&message),
+        };
     }
     let bin = std::env::var("REAPI_BIN").unwrap_or_else(|_| "reapi".to_string());
     let endpoint = std::env::var("REAPI_ENDPOINT").unwrap_or_else(|_| "grpc://127.0.0.1:8980".to_string());
