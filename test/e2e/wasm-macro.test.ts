@@ -179,6 +179,37 @@ describe('wasm proc macros end to end', { skip }, () => {
     assert.ok(executedAfter - executedBefore >= 4, `the 2 derives and 2 attributes ran on the fleet (${executedAfter - executedBefore} actions)`);
   });
 
+  test('through reapi cargo the shim asks the persistent expander: no reapi process per macro, nothing executed again', { timeout: 600_000 }, async () => {
+    const wasmDir = join(scratch, 'wasm');
+    const cargoHome = join(scratch, 'cargo-home');
+    const tc = await findToolchain();
+    const executedBefore = metricValue(await httpGet(serve.httpPort, '/metrics'), 'reapi_actions_executed_total{outcome="success"}');
+    const targetDir = join(scratch, 'shim-target-expander');
+    const env = {
+      ...process.env,
+      PATH: `${dirname(process.execPath)}:/usr/bin:/bin`,
+      HOME: cargoHome,
+      CARGO_HOME: cargoHome,
+      RUSTC: tc.rustc,
+      CARGO_TARGET_DIR: targetDir,
+      // Any `reapi expand` the shim started would fail: every expansion must go to the expander.
+      REAPI_BIN: '/nonexistent/reapi',
+      REAPI_WASM_DIR: wasmDir,
+    };
+    const args = [BIN, 'cargo', '--endpoint', serve.endpoint, '--cargo', tc.cargo, '--', 'build', '-p', 'demo-app', '--manifest-path', join(GUEST, 'shim/Cargo.toml')];
+    await execFileP(process.execPath, args, { env, maxBuffer: 64 << 20 }).catch((err: { stderr?: string }) => {
+      assert.fail(`reapi cargo build failed:\n${err.stderr}`);
+    });
+    const { stdout } = await execFileP(join(targetDir, 'debug/demo-app'));
+    assert.equal(
+      stdout,
+      ['struct Point { x, y, label }', '["x", "y", "label"]', 'enum Shape { Circle | Square }', '1 2 p', '18', 'trace: ["area", "double"]', ''].join('\n'),
+    );
+    // The previous test's expansions are ActionCache hits for the expander: nothing ran again.
+    const executedAfter = metricValue(await httpGet(serve.httpPort, '/metrics'), 'reapi_actions_executed_total{outcome="success"}');
+    assert.equal(executedAfter - executedBefore, 0);
+  });
+
   test('macro verify passes on the example macros and prints the digest', { timeout: 900_000 }, async () => {
     for (const [name, built] of [
       ['describe', g.describe],
