@@ -9,6 +9,7 @@ import type { Digest } from '../common/digest.ts';
 import { WASM_MACRO_PLATFORM, WASM_MACRO_PROGRAM } from '../execution/wasm-macro.ts';
 import {
   execute,
+  FileEntry,
   lookupActionResult,
   outputFile,
   prepareAction,
@@ -35,6 +36,8 @@ export interface ExpandRequest {
   timeoutSeconds?: number;
   /** Extra platform properties (e.g. ISA, which pins NaN bit patterns); runtime=wasm-macro is always set. */
   platform?: Record<string, string>;
+  /** The module's SHA-256 digest when the caller keeps it (spares hashing the module each time). */
+  moduleDigest?: Digest;
 }
 
 export interface ExpandResult {
@@ -60,7 +63,7 @@ export class ExpandError extends Error {
 
 /** The Action, Command and input tree of an expansion; nothing uploaded. Deterministic. */
 export function prepareExpansion(req: ExpandRequest): PreparedAction {
-  const inputs: TreeSpec = { [EXPAND_FILES.module]: req.module, [EXPAND_FILES.input]: req.input };
+  const inputs: TreeSpec = { [EXPAND_FILES.module]: new FileEntry(req.module, false, req.moduleDigest), [EXPAND_FILES.input]: req.input };
   const argv = [WASM_MACRO_PROGRAM, '--module', EXPAND_FILES.module, '--entry', req.entry, '--input', EXPAND_FILES.input];
   if (req.attr !== undefined) {
     inputs[EXPAND_FILES.attr] = req.attr;

@@ -103,6 +103,8 @@ export class FileEntry {
   constructor(
     readonly content: Buffer,
     readonly executable: boolean,
+    /** Its digest when the caller knows it already (a large file hashed once and reused). */
+    readonly digest?: Digest,
   ) {}
 }
 
@@ -122,8 +124,8 @@ export const link = (target: string): SymlinkEntry => new SymlinkEntry(target);
 /** Blobs by hash: what to upload. */
 export type Blobs = Map<string, Buffer>;
 
-function addBlob(blobs: Blobs, data: Buffer, fn: DigestFunction): Digest {
-  const d = fn.digestOf(data);
+function addBlob(blobs: Blobs, data: Buffer, fn: DigestFunction, known?: Digest): Digest {
+  const d = known ?? fn.digestOf(data);
   blobs.set(d.hash, data);
   return d;
 }
@@ -144,7 +146,7 @@ export function buildTree(spec: TreeSpec, blobs: Blobs, fn: DigestFunction = SHA
     if (typeof e === 'string' || Buffer.isBuffer(e)) {
       files.push({ name, digest: addBlob(blobs, Buffer.from(e), fn) });
     } else if (e instanceof FileEntry) {
-      const digest = addBlob(blobs, e.content, fn);
+      const digest = addBlob(blobs, e.content, fn, e.digest);
       files.push(e.executable ? { name, digest, is_executable: true } : { name, digest });
     } else if (e instanceof SymlinkEntry) {
       symlinks.push({ name, target: e.target });

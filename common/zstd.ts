@@ -1,6 +1,6 @@
 // Incremental zstd (de)compression on top of zstd-napi's native binding: synchronous per chunk, so
 // gRPC streams can feed it message by message with natural backpressure.
-import binding from 'zstd-napi/binding';
+import binding from 'zstd-napi/binding.js';
 
 const OUT_CHUNK = 256 * 1024;
 

@@ -3,9 +3,12 @@
 // `reapi expand` process each time. Each expansion is looked up, in order:
 //   1. in memory (the same module and tokens expanded before in this process): microseconds;
 //   2. in the fleet's ActionCache, under the very key `reapi expand` and the workers use
-//      (clients/expand-client.ts prepareExpansion), the expansion inlined: one round trip;
-//   3. otherwise expanded here, in the wasm thread pool the workers use (execution/wasm/), so the
-//      result is byte-identical to theirs; then offered to the ActionCache in the background (the
+//      (clients/expand-client.ts prepareExpansion), the expansion inlined: one round trip,
+//      raced against
+//   3. expanding it here, in the wasm thread pool the workers use (execution/wasm/), so the result
+//      is byte-identical to theirs: whichever answers first is the answer (a small macro expands
+//      here faster than a round trip; a heavy one comes faster from the cache). What was expanded
+//      here and not found in the cache is offered to the ActionCache in the background (the
 //      server's write policy decides; a refusal costs nothing).
 //
 // Wire format, one request after another on a connection (lengths are decimal byte counts):
@@ -17,6 +20,8 @@
 import { chmod, readFile, rm, stat } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { LRUCache } from 'lru-cache';
+import type { Digest } from '../../common/digest.ts';
+import { SHA256 } from '../../common/digest-function.ts';
 import type { Logger } from '../../common/logger.ts';
 import { silentLogger } from '../../common/logger.ts';
 import type { InProcessExpander } from '../../execution/wasm/in-process-expander.ts';
@@ -110,19 +115,20 @@ export async function startExpander(opts: ExpanderOptions): Promise<RunningExpan
   const timeoutMs = (opts.timeoutSeconds ?? DEFAULT_EXPAND_TIMEOUT_SECONDS) * 1000;
   const stats: ExpanderStats = { requests: 0, memoryHits: 0, cacheHits: 0, expanded: 0, failed: 0 };
   const memory = new LRUCache<string, Buffer>({ maxSize: opts.memoryCacheBytes ?? 256 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
-  /** Module bytes by path, while the file is unchanged. */
-  const modules = new Map<string, { key: string; bytes: Buffer }>();
+  /** Module bytes (and their digest, hashed once) by path, while the file is unchanged. */
+  const modules = new Map<string, { key: string; bytes: Buffer; digest: Digest }>();
   const writes = new Set<Promise<unknown>>();
 
-  const moduleAt = async (path: string): Promise<Buffer> => {
+  const moduleAt = async (path: string): Promise<{ bytes: Buffer; digest: Digest }> => {
     const st = await stat(path);
     const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
     const known = modules.get(path);
-    if (known?.key === key) return known.bytes;
+    if (known?.key === key) return known;
     const bytes = await readFile(path);
-    modules.set(path, { key, bytes });
+    const entry = { key, bytes, digest: SHA256.digestOf(bytes) };
+    modules.set(path, entry);
     if (modules.size > 64) modules.delete(modules.keys().next().value!);
-    return bytes;
+    return entry;
   };
 
   /** Offer an expansion made here to the fleet's ActionCache (in the background; failures are fine). */
@@ -145,14 +151,21 @@ export async function startExpander(opts: ExpanderOptions): Promise<RunningExpan
 
   const handle = async (req: Request): Promise<{ ok: true; output: Buffer } | { ok: false; message: string }> => {
     stats.requests++;
-    let module: Buffer;
+    let module: { bytes: Buffer; digest: Digest };
     try {
       module = await moduleAt(req.modulePath);
     } catch (err) {
       stats.failed++;
       return { ok: false, message: `cannot read the module ${req.modulePath}: ${(err as Error).message}` };
     }
-    const prepared = prepareExpansion({ module, entry: req.entry, input: req.input, ...(req.attr ? { attr: req.attr } : {}), platform: opts.platform ?? {} });
+    const prepared = prepareExpansion({
+      module: module.bytes,
+      moduleDigest: module.digest,
+      entry: req.entry,
+      input: req.input,
+      ...(req.attr ? { attr: req.attr } : {}),
+      platform: opts.platform ?? {},
+    });
     const key = prepared.actionDigest.hash;
     const remembered = memory.get(key);
     if (remembered) {
@@ -160,20 +173,22 @@ export async function startExpander(opts: ExpanderOptions): Promise<RunningExpan
       return { ok: true, output: remembered };
     }
     const c = opts.clients;
-    if (c) {
-      try {
-        const hit = await lookupActionResult(c, prepared.actionDigest, { inlineOutputFiles: [EXPAND_FILES.output] });
-        const output = hit && hit.exit_code === 0 ? (await outputFile(c, hit, EXPAND_FILES.output))?.data : undefined;
-        if (output) {
-          stats.cacheHits++;
-          memory.set(key, output);
-          return { ok: true, output };
-        }
-      } catch (err) {
-        log.debug({ err }, 'ActionCache lookup failed; expanding here');
-      }
+    const local = opts.expander.expand(
+      { module: module.bytes, entry: req.entry, input: req.input.toString('utf8'), ...(req.attr ? { attr: req.attr.toString('utf8') } : {}) },
+      timeoutMs,
+    );
+    const cached = c ? cachedExpansion(c, prepared.actionDigest) : Promise.resolve(undefined);
+    // The first usable answer wins; a cache miss (or failure) leaves it to the local expansion.
+    type First = { from: 'local'; r: ExpansionResult } | { from: 'cache'; o: Buffer };
+    const fromLocal = local.then((r): First => ({ from: 'local', r }));
+    const fromCache = cached.then((o): First | Promise<First> => (o ? { from: 'cache', o } : fromLocal));
+    const first: First = await Promise.race([fromLocal, fromCache]);
+    if (first.from === 'cache') {
+      stats.cacheHits++;
+      memory.set(key, first.o);
+      return { ok: true, output: first.o };
     }
-    const result = await opts.expander.expand({ module, entry: req.entry, input: req.input.toString('utf8'), ...(req.attr ? { attr: req.attr.toString('utf8') } : {}) }, timeoutMs);
+    const result = first.r;
     if (!result.ok) {
       stats.failed++;
       return { ok: false, message: failureText(result, req.entry) };
@@ -181,8 +196,20 @@ export async function startExpander(opts: ExpanderOptions): Promise<RunningExpan
     stats.expanded++;
     const output = Buffer.from(result.output);
     memory.set(key, output);
-    if (c) share(c, prepared, output);
+    // Shared only when the cache does not have it already.
+    if (c) void cached.then((o) => (o ? undefined : share(c, prepared, output)));
     return { ok: true, output };
+  };
+
+  /** The expansion as the ActionCache has it, or undefined (a miss, or no answer). */
+  const cachedExpansion = async (c: ExecClients, actionDigest: Digest): Promise<Buffer | undefined> => {
+    try {
+      const hit = await lookupActionResult(c, actionDigest, { inlineOutputFiles: [EXPAND_FILES.output] });
+      return hit && hit.exit_code === 0 ? (await outputFile(c, hit, EXPAND_FILES.output))?.data : undefined;
+    } catch (err) {
+      log.debug({ err }, 'ActionCache lookup failed; expanding here');
+      return undefined;
+    }
   };
 
   await rm(opts.socket, { force: true });
