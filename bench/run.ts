@@ -36,6 +36,10 @@ const BENCHMARKS: Record<string, { describe: string; load: () => Promise<{ main(
     describe: 'BLAKE3 vs SHA-256 on the ByteStream write path, each next to its raw hash speed, in one run',
     load: () => import('./digest.ts'),
   },
+  start: {
+    describe: 'how long `reapi --help`, `reapi expand`, `reapi cargo` take to start, compiled vs from the TypeScript sources',
+    load: () => import('./start.ts'),
+  },
   tls: {
     describe: 'what TLS costs: no-op action latency and ByteStream throughput, TLS vs plaintext, in one run',
     load: () => import('./tls.ts'),

@@ -52,7 +52,7 @@ if (( want_test )); then
   for pkg in busybox-static rustc cargo libstd-rust-dev-wasm32 lld-14 pkg-config zlib1g-dev \
     librust-syn-dev librust-quote-dev librust-proc-macro2-dev librust-libc-dev librust-autocfg-dev \
     librust-num-traits-dev librust-typenum-dev librust-libz-sys-dev librust-serde-dev \
-    librust-crc32fast-dev librust-anyhow-dev; do
+    librust-crc32fast-dev librust-anyhow-dev librust-serde-derive-dev librust-serde-test-dev librust-serde-json-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
 fi

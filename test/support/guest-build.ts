@@ -32,6 +32,8 @@ function guestKey(): string {
 export interface GuestArtifacts {
   describe: BuiltMacro;
   trace: BuiltMacro;
+  /** serde_derive (Debian's sources) as a wasm macro: derive_serialize, derive_deserialize. */
+  serde: BuiltMacro;
   /** The native runner of the same macros: `native-expand ENTRY [--attr FILE] < input`. */
   nativeExpand: string;
   targetDir: string;
@@ -49,11 +51,12 @@ export function guestArtifacts(): Promise<GuestArtifacts> {
     const env = { cargoHome: home, targetDir };
     const describe = await buildMacro(join(GUEST, 'examples/describe'), env, tc);
     const trace = await buildMacro(join(GUEST, 'examples/trace'), env, tc);
+    const serde = await buildMacro(join(GUEST, 'examples/serde'), env, tc);
     await execFileP(tc.cargo, ['build', '--release', '--locked', '-p', 'native-expand', '--manifest-path', join(GUEST, 'Cargo.toml')], {
       env: { PATH: '/usr/bin:/bin', HOME: home, CARGO_HOME: home, CARGO_TARGET_DIR: targetDir, RUSTC: tc.rustc },
       maxBuffer: 64 << 20,
     });
-    return { describe, trace, nativeExpand: join(targetDir, 'release', 'native-expand'), targetDir };
+    return { describe, trace, serde, nativeExpand: join(targetDir, 'release', 'native-expand'), targetDir };
   })();
   return cached;
 }

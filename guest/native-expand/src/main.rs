@@ -23,6 +23,8 @@ fn main() {
     let run = || match entry.as_str() {
         "derive_describe" => reapi_macro::run_derive(&input, describe::describe),
         "attr_trace" => reapi_macro::run_attribute(&attr, &input, trace::trace),
+        "derive_serialize" => reapi_macro::run_derive(&input, serde_derive_wasm::serialize),
+        "derive_deserialize" => reapi_macro::run_derive(&input, serde_derive_wasm::deserialize),
         other => {
             eprintln!("native-expand: unknown entry {}", other);
             std::process::exit(2);
