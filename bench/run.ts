@@ -28,6 +28,10 @@ const BENCHMARKS: Record<string, { describe: string; load: () => Promise<{ main(
     describe: 'a Cargo crate graph (9 build scripts) built locally vs with build scripts on the fleet (reapi cargo), cold and warm',
     load: () => import('./cargo.ts'),
   },
+  'rust-macros': {
+    describe: "a crate of N structs deriving serde's Serialize/Deserialize: native serde_derive vs serde_derive in wasm through reapi cargo's expander, cold and warm",
+    load: () => import('./rust-macros.ts'),
+  },
   load: {
     describe: 'N concurrent clients executing M actions through a local fleet (3 storage nodes with replicas, 2 schedulers, 2 workers): actions/s, p50/p99 per stage, nothing lost',
     load: () => import('./load.ts'),

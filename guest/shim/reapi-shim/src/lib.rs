@@ -61,13 +61,28 @@ fn ask(stream: &mut UnixStream, module: &Path, entry: &str, attr: Option<&str>, 
     Ok(if kind == "ok" { Ok(text) } else { Err(text) })
 }
 
+/// Connect to the expander. `reapi cargo` starts cargo before its expander listens: wait for the
+/// socket a while, as the build-script trampolines do.
+fn connect(socket: &str) -> Result<UnixStream, String> {
+    let started = std::time::Instant::now();
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(s) => return Ok(s),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) && started.elapsed().as_secs() < 60 => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => return Err(format!("reapi-shim: cannot reach the expander at {} (REAPI_EXPANDER_SOCKET): {}", socket, e)),
+        }
+    }
+}
+
 /// Expand through the expander at `socket`, connecting (again) when needed.
 fn via_expander(socket: &str, module: &Path, entry: &str, attr: Option<&str>, input: &str) -> Result<String, String> {
     let mut conn = EXPANDER.lock().unwrap_or_else(|e| e.into_inner());
     let mut last = String::new();
     for _ in 0..2 {
         if conn.is_none() {
-            *conn = Some(UnixStream::connect(socket).map_err(|e| format!("reapi-shim: cannot reach the expander at {} (REAPI_EXPANDER_SOCKET): {}", socket, e))?);
+            *conn = Some(connect(socket)?);
         }
         match ask(conn.as_mut().unwrap(), module, entry, attr, input) {
             Ok(answer) => return answer.map_err(|m| format!("{} ({} via the expander)", m, entry)),
