@@ -185,17 +185,21 @@ export async function main(args: string[] = []): Promise<void> {
       await first.close(); // waits for the expansions to reach the ActionCache
       const second = await startExpander({ socket: join(dataDir, 'expander-2.sock'), expander: wasm, clients: c, platform: { ISA: 'x86-64' } });
       const fresh = await ExpanderClient.connect(second.socket);
-      const acHits: number[] = [];
-      const small = INPUTS['small struct (3 fields)']!;
-      for (let i = 0; i < n; i++) acHits.push(await ask(fresh, `${small} // small struct (3 fields) miss ${i}`));
-      if (second.stats.cacheHits !== n) throw new Error(`expected ${n} ActionCache hits, got ${JSON.stringify(second.stats)}`);
-      rows.push({
-        name: '  small struct: hit from the ActionCache (a new expander)',
-        value: `${fmtNum(median(acHits), 2)} ms`,
-        target: below(median(acHits), TARGET_HIT_MS, `< ${TARGET_HIT_MS} ms`),
-        note: `p90 ${fmtNum(percentile(acHits, 90), 2)} ms`,
-      });
-      expanderResults.actionCacheHitMs = median(acHits);
+      // A new expander (a new build): memory is empty, the ActionCache has every expansion; the
+      // answer is whichever of the cache and a local expansion comes first.
+      for (const [name, input] of Object.entries(INPUTS)) {
+        const before = { ...second.stats };
+        const times: number[] = [];
+        for (let i = 0; i < n; i++) times.push(await ask(fresh, `${input} // ${name} miss ${i}`));
+        const fromCache = second.stats.cacheHits - before.cacheHits;
+        rows.push({
+          name: `  ${name}: a new expander, the ActionCache has it`,
+          value: `${fmtNum(median(times), 2)} ms`,
+          target: below(median(times), TARGET_HIT_MS, `< ${TARGET_HIT_MS} ms`),
+          note: `p90 ${fmtNum(percentile(times, 90), 2)} ms; ${fromCache} of ${n} answered by the cache, the rest expanded here first`,
+        });
+        expanderResults[`${name} newExpander`] = { ms: median(times), p90Ms: percentile(times, 90), fromCache };
+      }
       fresh.close();
       await second.close();
     } finally {
