@@ -85,7 +85,7 @@ describe('connectStorage', () => {
     assert.deepEqual(parseStorageAddress('grpcs://cas.example.com:443'), { target: 'cas.example.com:443', tls: true });
     assert.deepEqual(parseStorageAddress('[::1]:8980'), { target: '[::1]:8980', tls: false });
     for (const bad of ['cas-1', 'http://cas:80', 'cas:0', 'cas:99999', ':8980', 'a b:1']) {
-      assert.throws(() => parseStorageAddress(bad), ReapiError, bad);
+      assert.throws(() => parseStorageAddress(bad), /is not HOST:PORT, grpc:\/\/HOST:PORT or grpcs:\/\/HOST:PORT/, bad);
     }
   });
 });
