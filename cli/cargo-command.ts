@@ -13,7 +13,8 @@ import type { Command } from 'commander';
 // Only light modules here: the gRPC client loads while cargo starts (see runCargo).
 import { PolicyError } from '../clients/cargo/policy.ts';
 import { DEFAULT_ENDPOINT, endpointAddress, policyFor } from '../clients/cargo/settings.ts';
-import { clientEnv, clientSettings } from '../common/client-settings.ts';
+import { clientEnv } from '../common/client-settings.ts';
+import { addClientFlags, clientSettingsOf, type ClientFlags } from './client-flags.ts';
 import { hostIsa } from '../common/host-isa.ts';
 import type { BuildScriptRecord, CargoDaemon } from '../clients/cargo/daemon.ts';
 
@@ -22,17 +23,13 @@ const BIN_DIR = resolve(dirname(fileURLToPath(import.meta.url)), import.meta.url
 export const RUSTC_WRAPPER = join(BIN_DIR, 'reapi-rustc-wrapper');
 export const BUILD_SCRIPT_RUNNER = join(BIN_DIR, 'reapi-build-script');
 
-interface CargoFlags {
+interface CargoFlags extends ClientFlags {
   endpoint?: string;
   instance?: string;
   policy?: string;
   cargo?: string;
   summaryJson?: string;
   quiet?: boolean;
-  tlsCa?: string;
-  tlsClientCert?: string;
-  tlsClientKey?: string;
-  tokenFile?: string;
 }
 
 async function runCargo(args: string[], flags: CargoFlags): Promise<number> {
@@ -52,7 +49,7 @@ async function runCargo(args: string[], flags: CargoFlags): Promise<number> {
     // Cargo shows a build script's stderr only when it fails: say it here.
     if (r.warning && r.exitCode === 0) process.stderr.write(`reapi: warning: build script of ${r.crate}: ${r.warning}\n`);
   };
-  const client = clientSettings({ ca: flags.tlsCa, cert: flags.tlsClientCert, key: flags.tlsClientKey, tokenFile: flags.tokenFile });
+  const client = clientSettingsOf(flags);
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     ...clientEnv(client),
@@ -162,8 +159,7 @@ export function registerCargoCommands(program: Command): void {
     process.stderr.write(`reapi: ${(e as Error).message}\n`);
     process.exit(e instanceof PolicyError ? 2 : 1);
   };
-  program
-    .command('cargo')
+  addClientFlags(program.command('cargo'))
     .description('run cargo with every build script executed on the fleet: reapi cargo [--endpoint grpc://HOST:PORT] -- build --release')
     .argument('[cargo-args...]', 'arguments for cargo (after --)')
     .option('--endpoint <url>', `the reapi endpoint (default $REAPI_ENDPOINT or ${DEFAULT_ENDPOINT})`)
@@ -172,10 +168,6 @@ export function registerCargoCommands(program: Command): void {
     .option('--cargo <program>', 'the cargo to run (default $REAPI_CARGO or cargo on PATH)')
     .option('--summary-json <file>', 'write what happened to each build script (cache hit, executed, exit code) as JSON')
     .option('--quiet', 'no summary line on stderr')
-    .option('--tls-ca <file>', 'PEM CA to verify a grpcs:// endpoint with (default $REAPI_TLS_CA, else the system roots)')
-    .option('--tls-client-cert <file>', 'PEM client certificate (mTLS; default $REAPI_TLS_CLIENT_CERT)')
-    .option('--tls-client-key <file>', 'its PEM key (default $REAPI_TLS_CLIENT_KEY)')
-    .option('--token-file <file>', 'file holding the bearer token to send (default $REAPI_TOKEN_FILE)')
     .allowUnknownOption(true)
     .action((args: string[], flags: CargoFlags) => runCargo(args, flags).then(exit, fail));
   program

@@ -4,11 +4,11 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { parseEndpoint } from '../common/endpoint.ts';
 import { messageOf } from '../common/error-text.ts';
-import { clientSettings } from '../common/client-settings.ts';
+import { addClientFlags, clientSettingsOf, type ClientFlags } from './client-flags.ts';
 import { hostIsa } from '../common/host-isa.ts';
 import { DEFAULT_EXPAND_TIMEOUT_SECONDS } from '../clients/expand-defaults.ts';
 
-export interface ExpandFlags {
+export interface ExpandFlags extends ClientFlags {
   endpoint: string;
   module: string;
   entry: string;
@@ -17,10 +17,6 @@ export interface ExpandFlags {
   timeout: string;
   isa: string;
   verbose?: boolean;
-  tlsCa?: string;
-  tlsClientCert?: string;
-  tlsClientKey?: string;
-  tokenFile?: string;
 }
 
 async function readStdin(): Promise<Buffer> {
@@ -52,7 +48,7 @@ export async function runExpand(flags: ExpandFlags): Promise<number> {
   const input = await readStdin();
   // The gRPC client loads only now: argument errors and --help never wait for it.
   const [{ ExpandError, expand }, { connectExec }] = await Promise.all([import('../clients/expand-client.ts'), import('../clients/remote-execution.ts')]);
-  const c = connectExec(flags.endpoint, flags.instance, clientSettings({ ca: flags.tlsCa, cert: flags.tlsClientCert, key: flags.tlsClientKey, tokenFile: flags.tokenFile }));
+  const c = connectExec(flags.endpoint, flags.instance, clientSettingsOf(flags));
   try {
     const platform: Record<string, string> = flags.isa ? { ISA: flags.isa } : {};
     const started = performance.now();
@@ -72,8 +68,7 @@ export async function runExpand(flags: ExpandFlags): Promise<number> {
 }
 
 export function registerExpandCommand(program: Command): void {
-  program
-    .command('expand')
+  addClientFlags(program.command('expand'))
     .description('expand a wasm proc macro through the fleet: tokens on stdin, expansion on stdout (cached by content)')
     .option('--endpoint <url>', 'grpc://HOST:PORT or grpcs://HOST:PORT of reapi serve or a scheduler', process.env.REAPI_ENDPOINT ?? 'grpc://127.0.0.1:8980')
     .requiredOption('--module <file>', 'the macro compiled to wasm')
@@ -83,10 +78,6 @@ export function registerExpandCommand(program: Command): void {
     .option('--timeout <seconds>', 'wall-clock limit of the expansion', String(DEFAULT_EXPAND_TIMEOUT_SECONDS))
     .option('--isa <isa>', "pin the workers' ISA (NaN bit patterns differ between architectures); '' for any", hostIsa())
     .option('--verbose', 'say on stderr whether it was a cache hit, and how long it took')
-    .option('--tls-ca <file>', 'PEM CA to verify a grpcs:// endpoint with (default $REAPI_TLS_CA, else the system roots)')
-    .option('--tls-client-cert <file>', 'PEM client certificate (mTLS; default $REAPI_TLS_CLIENT_CERT)')
-    .option('--tls-client-key <file>', 'its PEM key (default $REAPI_TLS_CLIENT_KEY)')
-    .option('--token-file <file>', 'file holding the bearer token to send (default $REAPI_TOKEN_FILE)')
     .action(async (flags: ExpandFlags) => {
       process.exitCode = await runExpand(flags);
     });

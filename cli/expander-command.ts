@@ -4,11 +4,11 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { clientSettings } from '../common/client-settings.ts';
+import { addClientFlags, clientSettingsOf, type ClientFlags } from './client-flags.ts';
 import { hostIsa } from '../common/host-isa.ts';
 import { DEFAULT_EXPAND_TIMEOUT_SECONDS } from '../clients/expand-defaults.ts';
 
-export interface ExpanderFlags {
+export interface ExpanderFlags extends ClientFlags {
   socket: string;
   endpoint: string;
   local?: boolean;
@@ -16,10 +16,6 @@ export interface ExpanderFlags {
   threads?: string;
   timeout: string;
   isa: string;
-  tlsCa?: string;
-  tlsClientCert?: string;
-  tlsClientKey?: string;
-  tokenFile?: string;
 }
 
 /** Where the shim looks for an expander when REAPI_EXPANDER_SOCKET names none. */
@@ -28,8 +24,7 @@ export function defaultExpanderSocket(): string {
 }
 
 export function registerExpanderCommand(program: Command): void {
-  program
-    .command('expander')
+  addClientFlags(program.command('expander'))
     .description('serve wasm proc-macro expansions to the cargo shim over a Unix socket: in memory, from the ActionCache, else expanded here')
     .option('--socket <path>', 'the Unix socket to listen on (give it to the shim as REAPI_EXPANDER_SOCKET)', defaultExpanderSocket())
     .option('--endpoint <url>', 'the reapi whose ActionCache expansions are shared through', process.env.REAPI_ENDPOINT ?? 'grpc://127.0.0.1:8980')
@@ -38,10 +33,6 @@ export function registerExpanderCommand(program: Command): void {
     .option('--threads <n>', 'expansions at once (default: the CPU count)')
     .option('--timeout <seconds>', 'wall-clock limit of one expansion', String(DEFAULT_EXPAND_TIMEOUT_SECONDS))
     .option('--isa <isa>', 'ISA of the expansion actions, as `reapi expand --isa` (shared keys)', hostIsa())
-    .option('--tls-ca <file>', 'PEM CA to verify a grpcs:// endpoint with (default $REAPI_TLS_CA)')
-    .option('--tls-client-cert <file>', 'PEM client certificate (mTLS; default $REAPI_TLS_CLIENT_CERT)')
-    .option('--tls-client-key <file>', 'its PEM key (default $REAPI_TLS_CLIENT_KEY)')
-    .option('--token-file <file>', 'file holding the bearer token to send (default $REAPI_TOKEN_FILE)')
     .action(async (flags: ExpanderFlags) => {
       const [{ startExpander }, { InProcessExpander }, { connectExec }] = await Promise.all([
         import('../clients/expander/expander-server.ts'),
@@ -51,7 +42,7 @@ export function registerExpanderCommand(program: Command): void {
       const expander = new InProcessExpander(flags.threads ? { threads: Number(flags.threads) } : {});
       const clients = flags.local
         ? undefined
-        : connectExec(flags.endpoint, flags.instance, clientSettings({ ca: flags.tlsCa, cert: flags.tlsClientCert, key: flags.tlsClientKey, tokenFile: flags.tokenFile }));
+        : connectExec(flags.endpoint, flags.instance, clientSettingsOf(flags));
       const running = await startExpander({
         socket: flags.socket,
         expander,

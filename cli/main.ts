@@ -7,6 +7,7 @@ import { printReports, type ReportsFlags } from './reports-command.ts';
 import { registerCargoCommands } from './cargo-command.ts';
 import { registerExpandCommand } from './expand-command.ts';
 import { registerExpanderCommand } from './expander-command.ts';
+import { addClientFlags } from './client-flags.ts';
 import { registerMacroCommand } from './macro-command.ts';
 import type { RunningRole } from './roles.ts';
 
@@ -57,15 +58,10 @@ addExecutionFlags(
   { storageNodes: true },
 ).action((flags: CommonFlags) => run('worker', (r, c, l) => r.startWorkerRole(c, l), flags));
 
-program
-  .command('reports')
+addClientFlags(program.command('reports'), 'an https:// server')
   .description('list nondeterminism and cache-poisoning reports of a running server, newest first')
   .option('--http <url>', 'the server HTTP address (https:// with TLS)', 'http://127.0.0.1:8981')
   .option('--json', 'print JSON')
-  .option('--tls-ca <file>', 'PEM CA to verify an https:// server with (default $REAPI_TLS_CA)')
-  .option('--tls-client-cert <file>', 'PEM client certificate (mTLS; default $REAPI_TLS_CLIENT_CERT)')
-  .option('--tls-client-key <file>', 'its PEM key (default $REAPI_TLS_CLIENT_KEY)')
-  .option('--token-file <file>', 'file holding the bearer token to send (default $REAPI_TOKEN_FILE)')
   .option('--target <label>', 'only reports for this target')
   .option('--mnemonic <mnemonic>', 'only reports for this mnemonic')
   .option('--kind <kind>', 'nondeterministic or cache-poisoning')

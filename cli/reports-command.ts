@@ -6,14 +6,11 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Config } from '../common/config.ts';
 import { messageOf } from '../common/error-text.ts';
-import { clientSettings, clientToken } from '../common/client-settings.ts';
+import { clientToken } from '../common/client-settings.ts';
+import { clientSettingsOf, type ClientFlags } from './client-flags.ts';
 
-export interface ReportsFlags {
+export interface ReportsFlags extends ClientFlags {
   http: string;
-  tlsCa?: string;
-  tlsClientCert?: string;
-  tlsClientKey?: string;
-  tokenFile?: string;
   json?: boolean;
   target?: string;
   mnemonic?: string;
@@ -29,7 +26,7 @@ export async function printReports(flags: ReportsFlags): Promise<void> {
   }
   let res: { status: number; body: string };
   try {
-    res = await get(url, clientSettings({ ca: flags.tlsCa, cert: flags.tlsClientCert, key: flags.tlsClientKey, tokenFile: flags.tokenFile }));
+    res = await get(url, clientSettingsOf(flags));
   } catch (err) {
     throw new Error(`cannot reach ${url.origin}: ${messageOf(err)} (is reapi serve or reapi scheduler running there? set --http)`, { cause: err });
   }
