@@ -153,7 +153,11 @@ describe('wasm proc macros end to end', { skip }, () => {
     await copyFile(g.trace.wasmPath, join(wasmDir, 'trace.wasm'));
     const cargoHome = join(scratch, 'cargo-home');
     await mkdir(cargoHome, { recursive: true });
-    await writeFile(join(cargoHome, 'config.toml'), '[net]\noffline = true\n');
+    // The shim workspace also holds serde-app (Debian's serde sources, offline).
+    await writeFile(
+      join(cargoHome, 'config.toml'),
+      '[source.crates-io]\nreplace-with = "debian"\n[source.debian]\ndirectory = "/usr/share/cargo/registry"\n[net]\noffline = true\n',
+    );
     const tc = await findToolchain();
     const executedBefore = metricValue(await httpGet(serve.httpPort, '/metrics'), 'reapi_actions_executed_total{outcome="success"}');
     const targetDir = join(scratch, 'shim-target');
