@@ -9,7 +9,7 @@ import type { Config } from '../common/config.ts';
 import { digestKey, validateDigest, type Digest } from '../common/digest.ts';
 import { readBlob } from '../cas/blob-io.ts';
 import { decodeDirectory } from '../cas/tree.ts';
-import { cancelled, failedPrecondition, invalidArgument, notFound, unimplemented } from '../common/errors.ts';
+import { cancelled, failedPrecondition, notFound, unimplemented } from '../common/errors.ts';
 import { requestLabels, serverStream, unary, type ServiceContext } from '../common/grpc.ts';
 import { principalOf } from '../common/auth/index.ts';
 import type { ExecutionHandlers, MessageInput, OperationsHandlers } from '../protos/index.ts';

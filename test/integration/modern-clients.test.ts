@@ -14,7 +14,7 @@ import { readResourceName, writeResourceName } from '../../common/resource-name.
 import { zstdCompress } from '../../common/zstd.ts';
 import { decode, unpackAny, type MessageInput } from '../../protos/index.ts';
 import { byteStreamRead, byteStreamWrite, expectGrpcError, startTestStorage, unary, type TestStorage } from '../support/storage.ts';
-import { connectExec, execute, outputFile, outputTree, run, stdoutOf, uploadAction, type ExecClients } from '../support/execution.ts';
+import { connectExec, execute, outputFile, outputTree, run, stdoutOf, type ExecClients } from '../support/execution.ts';
 import { startTestServe, type TestServe } from '../support/serve.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
 import { redisSkip } from '../support/redis.ts';

@@ -29,12 +29,10 @@
 // - traces failed file, exec and network system calls (strace, when the worker has it) and, when
 //   the build script fails, says what was refused: paths outside the visible directories, writes
 //   outside OUT_DIR, network connections, programs that do not exist in the sandbox.
-import { execFile } from 'node:child_process';
 import { chmod, lchown, lstat, mkdir, mkdtemp, readdir, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { promisify } from 'node:util';
 
 import { actionPolicySchema, allowHint, TOOL_GROUPS, type ActionPolicy } from '../../execution/build-script.ts';
 import type { Logger } from '../../common/logger.ts';
@@ -63,7 +61,6 @@ const ETC_FILES = ['/etc/ld.so.cache', '/etc/ld.so.conf', '/etc/ld.so.conf.d'];
 const TRACED = 'open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,unlink,unlinkat,link,linkat,symlink,symlinkat,truncate,execve,execveat,connect,sendto,sendmsg,bind';
 /** Failed lookups that are routine (dynamic loader, libc, compilers probing), never reported. */
 
-const run = promisify(execFile);
 
 export interface BuildScriptRunnerOptions {
   logger?: Logger;
