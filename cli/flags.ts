@@ -17,6 +17,7 @@ export interface CommonFlags {
   cas?: string;
   workDir?: string;
   concurrency?: string;
+  workerName?: string;
   execution?: boolean;
   verifyRate?: string;
   auditRate?: string;
@@ -80,6 +81,7 @@ export function addExecutionFlags(cmd: Command, opts: { storageNodes: boolean })
     .option('--redis-ca <file>', 'PEM CA that signed a rediss:// server\'s certificate')
     .option('--work-dir <dir>', 'exec roots and the local content cache (default: under the system temp dir)')
     .option('--concurrency <n>', 'actions run at once by the local worker (default: number of CPUs)', int('--concurrency'))
+    .option('--worker-name <name>', "this worker's name in the queue and reports, unique in the fleet (default HOSTNAME:PID)")
     .option('--docker-host <url>', 'Docker engine for container-image actions, unix:///path or tcp://host:port (default $DOCKER_HOST)');
   cmd
     .option('--verify-rate <r>', 'fraction of executed actions run twice before their result may be cached (0 to 1)', rate('--verify-rate'))
@@ -156,6 +158,7 @@ export function configFromFlags(flags: CommonFlags, role?: string): Config {
     worker: {
       workDir: flags.workDir,
       concurrency: flags.concurrency === undefined ? undefined : Number(flags.concurrency),
+      name: flags.workerName,
       docker: { host: flags.dockerHost },
     },
   }, role ? { ...ROLE_PORTS[role] } : {});

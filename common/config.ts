@@ -188,6 +188,12 @@ export const configSchema = z
         workDir: z.string().optional(),
         /** Actions run at once by this worker (default: number of CPUs). */
         concurrency: z.number().int().min(1).optional(),
+        /**
+         * The worker's name in the queue, logs and reports; unique in the fleet. Default
+         * HOSTNAME:PID, which containers sharing the host's network (same hostname, both pid 1)
+         * do not make unique: give each one a name.
+         */
+        name: z.string().min(1).optional(),
         /** Size cap of the worker's local content cache. */
         cacheMaxBytes: sizeBytes.default(10 * 1024 ** 3),
         /** Platform properties this worker satisfies ('*' matches any value). */

@@ -19,6 +19,7 @@ import type { VerificationPolicy } from './verification-policy.ts';
 import type { JobQueue } from '../execution/job-queue.ts';
 import { cachedOperation, operationMessage, type Operation } from './operation-message.ts';
 import { watchForNoWorker } from './no-worker-watchdog.ts';
+import { NO_WORKERS } from '../execution/platform.ts';
 
 export interface ExecutionDeps {
   /** The storage of each digest function; a request's own decides which. */
@@ -92,6 +93,12 @@ async function localityKeys(blobs: BlobStore, root: Digest | null): Promise<stri
   }
 }
 
+/** Whether no worker at all is registered (NO_WORKERS is what an empty platform then lacks). */
+async function noWorkerIsLive(queue: JobQueue): Promise<boolean> {
+  const missing = await queue.unsatisfiable({});
+  return missing.length === 1 && missing[0] === NO_WORKERS;
+}
+
 export function executionService(deps: ExecutionDeps): ExecutionHandlers {
   const ctx = deps.service('Execution');
   const { queue, config } = deps;
@@ -114,8 +121,11 @@ export function executionService(deps: ExecutionDeps): ExecutionHandlers {
         }
       }
 
+      // Live workers that cannot run it: a mismatch waiting will not fix, said at once. No live
+      // worker at all (a fleet starting, its workers restarting): queued, and failed only when
+      // none comes within the grace period (the watchdog of followOperation).
       const unsatisfiable = await queue.unsatisfiable(loaded.platform);
-      if (unsatisfiable.length > 0) {
+      if (unsatisfiable.length > 0 && !(await noWorkerIsLive(queue))) {
         const asked = unsatisfiable.map((p) => `${p}=${loaded.platform[p] ?? ''}`).join(', ');
         throw failedPrecondition(
           `no worker can run platform properties ${asked} (action ${digestKey(actionDigest)}); ` +

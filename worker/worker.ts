@@ -56,7 +56,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   // Claimed for this process alone: a second worker started alike gets the next default dir.
   const claim = await claimWorkDir(config.worker.workDir === undefined ? undefined : resolve(config.worker.workDir), defaultWorkDir(config));
   const workDir = claim.dir;
-  const name = deps.name ?? `${hostname()}:${process.pid}`;
+  const name = deps.name ?? config.worker.name ?? `${hostname()}:${process.pid}`;
   const runner = deps.runner ?? new BwrapRunner();
   const ready = await runner.ready?.();
   if (ready !== undefined) logger.info({ runner: runner.name, ready }, 'sandbox ready');

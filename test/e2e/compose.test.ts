@@ -1,9 +1,11 @@
 // deploy/compose with real docker-compose, dockerd and Bazel: Redis, 3 storage nodes, 2 schedulers
-// and Prometheus run from the image built offline; the workers run beside them on this machine
-// (this engine cannot give containers the privileges a worker needs). During builds a storage
-// node's container is killed, a worker is SIGKILLed and the scheduler Bazel talks to crashes (its
-// container restarts): the builds succeed. A rebuild after `bazel clean` is all cache hits, and
-// so is one after `docker-compose down` and `up`.
+// and Prometheus run from the image built offline. The 2 workers run from the same image too, in
+// containers without privileges: this engine refuses `privileged: true` (the compose file's
+// workers), so they run as an unprivileged user with bwrap in user namespaces, which needs
+// `--security-opt systempaths=unconfined`, an option docker-compose cannot pass (so `docker run`).
+// During builds a storage node's container is killed, a worker's container is killed and the
+// scheduler Bazel talks to crashes (its container restarts): the builds succeed. A rebuild after
+// `bazel clean` is all cache hits, and so is one after `docker-compose down` and `up`.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
@@ -15,7 +17,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { allRemoteCacheHits, bazelAvailable, createBazel, parseProcessSummary, type Bazel, type RunResult } from './bazel.ts';
 import { findOnPath } from '../support/commands.ts';
 import { dockerSkipReason, startDockerd, type TestDockerd } from '../support/dockerd.ts';
-import { httpGet, startReapi, TEST_FLEET_TOKEN, type ReapiProcess } from '../support/reapi-process.ts';
+import { httpGet, TEST_FLEET_TOKEN } from '../support/reapi-process.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
 import { freePort } from '../support/net.ts';
 
@@ -29,7 +31,7 @@ describe('deploy/compose: a fleet from the image, riding out lost machines', { s
   let dockerd: TestDockerd;
   let bazel: Bazel;
   let dir: string;
-  const workers: ReapiProcess[] = [];
+  const workers: string[] = [];
   const ports: Record<string, number> = {};
   const project = `reapi${process.pid}`;
   let env: NodeJS.ProcessEnv;
@@ -65,15 +67,19 @@ describe('deploy/compose: a fleet from the image, riding out lost machines', { s
     env = { ...dockerd.env, REAPI_FLEET_TOKEN: TEST_FLEET_TOKEN, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) };
     await up();
     const cas = ['CAS1_PORT', 'CAS2_PORT', 'CAS3_PORT'].map((k) => `127.0.0.1:${ports[k]}`).join(',');
-    for (let i = 0; i < 2; i++) {
-      workers.push(await startReapi(['worker', '--redis', `redis://127.0.0.1:${ports.REDIS_PORT}`, '--cas', cas, '--replicas', '2', '--data-dir', join(dir, `w${i}`), '--work-dir', join(dir, `work${i}`), '--concurrency', '2']));
+    for (let i = 1; i <= 2; i++) {
+      // As an ordinary user: actions run as that user in bwrap's user namespaces (no cgroup limits).
+      const unprivileged = ['--user', '1000:1000', '--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined', '--security-opt', 'systempaths=unconfined'];
+      const run = ['run', '-d', '--name', `${project}-worker${i}`, '--network', 'host', '--init', ...unprivileged, '--tmpfs', '/work:uid=1000,gid=1000,mode=755,exec,size=4g', '-e', `REAPI_FLEET_TOKEN=${TEST_FLEET_TOKEN}`];
+      const worker = ['worker', '--worker-name', `worker${i}`, '--redis', `redis://127.0.0.1:${ports.REDIS_PORT}`, '--cas', cas, '--replicas', '2', '--work-dir', '/work', '--concurrency', '2', '--http-port', String(await freePort())];
+      workers.push((await sh('docker', [...run, 'reapi:latest', ...worker], { env })).stdout.trim());
     }
     bazel = await createBazel();
   });
 
   after(async () => {
     await bazel?.dispose();
-    for (const w of workers) await w.stop().catch(() => {});
+    for (const w of workers) await sh('docker', ['rm', '-f', w], { env }).catch(() => {});
     if (env) await compose(['down', '-v']).catch(() => {});
     await dockerd?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
@@ -89,11 +95,11 @@ describe('deploy/compose: a fleet from the image, riding out lost machines', { s
     await bazel.clean();
     const second = bazel.run(['test', '//...', ...flags(), '--noremote_accept_cached']);
     await new Promise((r) => setTimeout(r, 1500));
-    await workers[0]!.kill();
+    await sh('docker', ['kill', workers[0]!], { env });
     // The scheduler's process dies (not a manual stop): its container is restarted on the same port.
     const scheduler1 = await containerOf('scheduler1');
     await sh('docker', ['exec', scheduler1, 'pkill', '-9', '-f', 'reapi.mjs scheduler'], { env });
-    t.diagnostic('SIGKILLed a worker and the process of scheduler1');
+    t.diagnostic("killed worker1's container and SIGKILLed the process of scheduler1");
     assertBuilt(t, 'build with a worker and the scheduler lost', await second);
     const restarts = Number((await sh('docker', ['inspect', '-f', '{{.RestartCount}}', scheduler1], { env })).stdout.trim());
     assert.ok(restarts >= 1, `scheduler1's container was restarted (${restarts})`);
