@@ -9,8 +9,10 @@
 #   debian   reapi-debian:bookworm (~200 MB): `debootstrap --variant=minbase` of the suite apt
 #            uses, from the mirror apt is configured with (~30-60 s).
 #   reapi    reapi:latest: reapi itself (for deploy/): the same minbase plus bubblewrap, prometheus,
-#            redis-server, busybox-static and strace, this machine's node binary and this checkout
-#            with its node_modules under /opt/reapi; entrypoint `reapi`.
+#            redis-server, busybox-static and strace, gcc and g++ (what the actions of the test
+#            workspace run on its workers: a worker image holds the tools its actions use), this
+#            machine's node binary and this checkout with its node_modules under /opt/reapi;
+#            entrypoint `reapi`.
 # Each image has /etc/reapi-image naming it (a marker tests look for) and ENV PATH. Images
 # already present are kept unless --force. Actions then ask for one with the platform property
 #   container-image=docker://reapi-busybox:latest
@@ -125,7 +127,7 @@ build_reapi() {
   kept "$name" && return
   repo=$(cd "$(dirname "$0")/../.." && pwd)
   [[ -d $repo/node_modules ]] || { echo "build-images: $repo/node_modules missing (npm install)" >&2; exit 1; }
-  minbase "$r" bubblewrap,redis-server,busybox-static,strace,ca-certificates,procps,prometheus
+  minbase "$r" bubblewrap,redis-server,busybox-static,strace,ca-certificates,procps,prometheus,gcc,g++
   install -m 0755 "$(readlink -f "$(command -v node)")" "$r/usr/local/bin/node"
   mkdir -p "$r/opt/reapi"
   # The checkout as committed, plus its installed dependencies.
