@@ -14,7 +14,7 @@ import { copyFile, mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { findToolchain } from '../clients/macro-build.ts';
+import { findToolchain, offlineCargoHome } from '../clients/macro-build.ts';
 import { GUEST, guestArtifacts } from '../test/support/guest-build.ts';
 import { atLeast, fmtNum, log, percentile, REPO_ROOT, renderTable, saveResults, startServer, type Row } from './lib.ts';
 
@@ -42,8 +42,7 @@ export async function main(args: string[] = []): Promise<void> {
   const server = await startServer({ dataDir: join(dir, 'data') });
   try {
     const home = join(dir, 'cargo-home');
-    await mkdir(home, { recursive: true });
-    await writeFile(join(home, 'config.toml'), '[source.crates-io]\nreplace-with = "debian"\n[source.debian]\ndirectory = "/usr/share/cargo/registry"\n[net]\noffline = true\n');
+    await offlineCargoHome(home);
     const ws = join(dir, 'ws');
     const shim = join(GUEST, 'shim', 'serde-derive-shim');
     await mkdir(join(ws, 'native', 'src'), { recursive: true });

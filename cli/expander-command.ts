@@ -18,7 +18,7 @@ export interface ExpanderFlags extends ClientFlags {
   isa: string;
 }
 
-/** Where the shim looks for an expander when REAPI_EXPANDER_SOCKET names none. */
+/** The socket `reapi expander` listens on unless --socket names one (the shim itself has no default). */
 export function defaultExpanderSocket(): string {
   return join(process.env.XDG_RUNTIME_DIR || tmpdir(), `reapi-expander-${process.getuid?.() ?? 0}.sock`);
 }

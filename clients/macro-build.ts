@@ -78,9 +78,14 @@ interface CrateInfo {
   workspaceRoot: string;
 }
 
+/** Make `dir` a CARGO_HOME whose crates come from Debian's sources, offline. */
+export async function offlineCargoHome(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'config.toml'), CARGO_CONFIG);
+}
+
 async function cargoEnv(tc: Toolchain, env: BuildEnvironment): Promise<NodeJS.ProcessEnv> {
-  await mkdir(env.cargoHome, { recursive: true });
-  await writeFile(join(env.cargoHome, 'config.toml'), CARGO_CONFIG);
+  await offlineCargoHome(env.cargoHome);
   return {
     PATH: '/usr/bin:/bin',
     HOME: env.cargoHome,

@@ -1,5 +1,6 @@
 // Fetching and checking what an Execute request names: the Action and its Command. The scheduler
 // loads them once and hands them to the worker with the job (JobSpec.loaded).
+import { millisOf } from '../common/proto-time.ts';
 import type { BlobStore } from '../cas/blob-store.ts';
 import { readBlob } from '../cas/blob-io.ts';
 import { digestKey, validateDigest, type Digest } from '../common/digest.ts';
@@ -73,7 +74,7 @@ export async function loadAction(blobs: BlobStore, actionDigest: Digest, limits:
 
   let timeoutMs = limits.defaultTimeoutSeconds * 1000;
   if (action.timeout) {
-    const asked = Number(action.timeout.seconds) * 1000 + Math.floor(action.timeout.nanos / 1e6);
+    const asked = millisOf(action.timeout)!;
     if (asked < 0) throw invalidArgument(`Action.timeout ${asked} ms is negative`);
     if (asked > limits.maxTimeoutSeconds * 1000) {
       throw invalidArgument(`Action.timeout of ${asked / 1000} s exceeds this server's maximum of ${limits.maxTimeoutSeconds} s`);

@@ -83,22 +83,25 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const runtimes = await startRuntimeRunners(runner, { logger, stateDir: join(workDir, 'runtimes'), threads: concurrency, visiblePaths: config.worker.buildScripts.visiblePaths, ...(config.worker.buildScripts.toolchains ? { toolchains: config.worker.buildScripts.toolchains } : {}) });
   const platform: PlatformProperties = Object.assign({}, ...runtimes.map((r) => r.platform), basePlatform);
   const variationSupport = await detectVariationSupport();
-  const executorFor = async (fn: DigestFunction) => createActionExecutor({
-    workerName: name,
-    blobs: deps.stores.forFunction(fn).blobs,
-    actionCache: deps.stores.forFunction(fn).actionCache,
-    cache: await cacheFor(fn),
-    runner,
-    runnerFor: selectRunner({ sandbox: runner, ...(docker ? { docker } : {}), runtimes }),
-    execDir,
-    config,
-    metrics: deps.metrics,
-    logger: logger.child({ worker: name }),
-    reports: deps.reports,
-    feedback: deps.feedback,
-    variationSupport,
-    queue: deps.queue,
-  });
+  const executorFor = async (fn: DigestFunction) => {
+    const stores = deps.stores.forFunction(fn);
+    return createActionExecutor({
+      workerName: name,
+      blobs: stores.blobs,
+      actionCache: stores.actionCache,
+      cache: await cacheFor(fn),
+      runner,
+      runnerFor: selectRunner({ sandbox: runner, ...(docker ? { docker } : {}), runtimes }),
+      execDir,
+      config,
+      metrics: deps.metrics,
+      logger: logger.child({ worker: name }),
+      reports: deps.reports,
+      feedback: deps.feedback,
+      variationSupport,
+      queue: deps.queue,
+    });
+  };
   // A job runs against the storage of its digest function (its hashes mean nothing elsewhere).
   const executors = new Map<DigestFunction, ReturnType<typeof executorFor>>();
   const handler: JobHandler = async (ctx) => {

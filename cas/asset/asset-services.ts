@@ -8,7 +8,6 @@
 // status (NOT_FOUND, PERMISSION_DENIED, ABORTED for a checksum mismatch, ...), as the API says;
 // bad requests are the call's INVALID_ARGUMENT. FetchDirectory does the same for tar and tar.gz
 // archives, unpacked into a Directory tree. Push records what a URI holds (admins only).
-import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,23 +15,21 @@ import type { Config } from '../../common/config.ts';
 import { digestKey, validateDigest, type Digest } from '../../common/digest.ts';
 import type { DigestFunction } from '../../common/digest-function.ts';
 import { failedPrecondition, invalidArgument, missingBlobs, ReapiError, Status, toStatus } from '../../common/errors.ts';
+import { millisOf, type TimestampLike } from '../../common/proto-time.ts';
 import { unary, type ServiceContext } from '../../common/grpc.ts';
 import type { FetchHandlers, MessageInput, PushHandlers } from '../../protos/index.ts';
 import type { BlobStore } from '../blob-store.ts';
 import type { StoresByFunction } from '../services/storage-context.ts';
 import { archiveKind, unpackArchive } from './archive.ts';
 import { AssetStore, type AssetKind } from './asset-store.ts';
-import { download, FetchError, type Downloaded, type FetchLimits } from './http-fetcher.ts';
-import { parseQualifiers, type AssetQualifiers, type Qualifier, type SriAlgorithm } from './qualifiers.ts';
+import { download, type Downloaded, type FetchLimits } from './http-fetcher.ts';
+import { parseQualifiers, sriHasher, type AssetQualifiers, type Qualifier, type SriAlgorithm } from './qualifiers.ts';
 
 export interface AssetServiceOptions {
   stores: StoresByFunction;
   config: Config;
   service: (name: string) => ServiceContext;
 }
-
-type Timestamp = { seconds?: number | string; nanos?: number } | null | undefined;
-const millisOf = (t: Timestamp): number | undefined => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : undefined);
 
 const SRI_STRENGTH: Record<SriAlgorithm, number> = { sha1: 1, sha256: 2, sha384: 3, sha512: 4 };
 
@@ -69,7 +66,7 @@ export function assetServices(opts: AssetServiceOptions): { fetch: FetchHandlers
 
   async function fetchAsset(
     kind: AssetKind,
-    req: { instance_name: string; uris: string[]; qualifiers: Qualifier[]; digest_function: string; timeout?: Timestamp; oldest_content_accepted?: Timestamp },
+    req: { instance_name: string; uris: string[]; qualifiers: Qualifier[]; digest_function: string; timeout?: TimestampLike | null; oldest_content_accepted?: TimestampLike | null },
   ): Promise<{ status: { code: number; message: string }; uri: string; digest?: Digest; fn: DigestFunction }> {
     if (req.uris.length === 0) throw invalidArgument('uris is empty: name at least one URI of the asset');
     const q = parseQualifiers(req.qualifiers);
@@ -111,7 +108,8 @@ export function assetServices(opts: AssetServiceOptions): { fetch: FetchHandlers
           await file.discard();
         }
       } catch (err) {
-        if (!(err instanceof FetchError) && !(err instanceof ReapiError)) throw err;
+        // Download failures (FetchError) and the refusals above are the response's status.
+        if (!(err instanceof ReapiError)) throw err;
         failure = { ...toStatus(err), uri };
         fetchCtx.logger.warn({ uri, code: failure.code }, `asset fetch failed: ${failure.message}`);
       }
@@ -137,7 +135,7 @@ export function assetServices(opts: AssetServiceOptions): { fetch: FetchHandlers
 
   async function pushAsset(
     kind: AssetKind,
-    req: { instance_name: string; uris: string[]; qualifiers: Qualifier[]; digest_function: string; expire_at?: Timestamp },
+    req: { instance_name: string; uris: string[]; qualifiers: Qualifier[]; digest_function: string; expire_at?: TimestampLike | null },
     given: { hash?: string; size_bytes?: number | string } | null | undefined,
   ): Promise<void> {
     if (req.uris.length === 0) throw invalidArgument('uris is empty: name at least one URI of the asset');
@@ -148,10 +146,9 @@ export function assetServices(opts: AssetServiceOptions): { fetch: FetchHandlers
     if (q.checksums.length > 0) {
       if (kind === 'directory') throw failedPrecondition('checksum.sri describes a file; it cannot be checked against a directory');
       // Pushed checksums are checked: a later Fetch that names them gets content that has them.
-      const hashes = new Map<SriAlgorithm, Hash>();
-      for (const c of q.checksums) hashes.set(c.algorithm, createHash(c.algorithm));
-      for await (const chunk of await blobs.read(digest)) for (const h of hashes.values()) h.update(chunk as Buffer);
-      checkSri(q, new Map([...hashes].map(([a, h]) => [a, h.digest('base64')])), `blob ${digestKey(digest)}`);
+      const sri = sriHasher(q.checksums.map((c) => c.algorithm));
+      for await (const chunk of await blobs.read(digest)) sri.update(chunk as Buffer);
+      checkSri(q, sri.digests(), `blob ${digestKey(digest)}`);
     }
     await assets.put(req.instance_name, fn, kind, req.uris, q.identity, digest, millisOf(req.expire_at));
     pushCtx.logger.info({ uris: req.uris, digest: digestKey(digest), kind }, 'asset pushed');

@@ -7,6 +7,7 @@
 // The ActionResult of an entry: output_files[0] = {path: 'blob' | 'directory', digest}; in
 // execution_metadata, worker 'remote-asset', queued_timestamp when it was stored and
 // worker_completed_timestamp when it expires (unset: never).
+import { millisOf, toTimestamp } from '../../common/proto-time.ts';
 import type { Digest } from '../../common/digest.ts';
 import type { DigestFunction } from '../../common/digest-function.ts';
 import type { MessageInput } from '../../protos/index.ts';
@@ -21,11 +22,6 @@ export interface StoredAsset {
   storedAt: number;
   expiresAt?: number;
 }
-
-type Timestamp = { seconds: number; nanos: number };
-const toTimestamp = (ms: number): Timestamp => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
-const fromTimestamp = (t: { seconds?: number | string; nanos?: number } | null | undefined): number | undefined =>
-  t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : undefined;
 
 export class AssetStore {
   constructor(private readonly stores: StoresByFunction) {}
@@ -42,8 +38,8 @@ export class AssetStore {
       const entry = await actionCache.get(instance, this.key(fn, kind, uri, identity));
       const file = entry?.output_files.find((f) => f.path === kind);
       if (!entry || !file?.digest) continue;
-      const storedAt = fromTimestamp(entry.execution_metadata?.queued_timestamp) ?? 0;
-      const expiresAt = fromTimestamp(entry.execution_metadata?.worker_completed_timestamp);
+      const storedAt = millisOf(entry.execution_metadata?.queued_timestamp) ?? 0;
+      const expiresAt = millisOf(entry.execution_metadata?.worker_completed_timestamp);
       if (storedAt < oldestAccepted || (expiresAt !== undefined && expiresAt > 0 && expiresAt <= now)) continue;
       return { uri, digest: { hash: file.digest.hash, size_bytes: Number(file.digest.size_bytes) }, storedAt, ...(expiresAt ? { expiresAt } : {}) };
     }

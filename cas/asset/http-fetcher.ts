@@ -6,7 +6,7 @@
 // private, link-local (cloud metadata) and other special networks are refused unless
 // `allowPrivateNetworks`; redirects are followed a few times, each one checked again, never from
 // https down to http. Size and time are bounded.
-import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -19,7 +19,7 @@ import { Transform } from 'node:stream';
 import { ReapiError, Status } from '../../common/errors.ts';
 import type { DigestFunction } from '../../common/digest-function.ts';
 import type { Digest } from '../../common/digest.ts';
-import type { SriAlgorithm } from './qualifiers.ts';
+import { sriHasher, type SriAlgorithm } from './qualifiers.ts';
 
 export interface FetchLimits {
   maxBytes: number;
@@ -57,6 +57,11 @@ export function isSpecialAddress(address: string): boolean {
 
 export class FetchError extends ReapiError {}
 
+/** `subject` ("HOST resolves to ADDRESS,", "ADDRESS is") a special address: refused unless allowed. */
+function privateAddressRefused(subject: string): FetchError {
+  return new FetchError(Status.PERMISSION_DENIED, `${subject} a loopback, private or link-local address; this server fetches from such networks only with assets.allowPrivateNetworks`);
+}
+
 /** DNS lookup that refuses special addresses (used by the connection itself, so no rebinding gap). */
 function guardedLookup(allowPrivate: boolean): http.RequestOptions['lookup'] {
   return ((hostname: string, options: object, callback: (err: Error | null, address: string | LookupAddress[], family?: number) => void) => {
@@ -66,7 +71,7 @@ function guardedLookup(allowPrivate: boolean): http.RequestOptions['lookup'] {
       const bad = allowPrivate ? undefined : list.find((a) => isSpecialAddress(a.address));
       if (bad) {
         return callback(
-          new FetchError(Status.PERMISSION_DENIED, `${hostname} resolves to ${bad.address}, a loopback, private or link-local address; this server fetches from such networks only with assets.allowPrivateNetworks`),
+          privateAddressRefused(`${hostname} resolves to ${bad.address},`),
           [],
         );
       }
@@ -89,7 +94,7 @@ function open(url: URL, headers: Record<string, string>, limits: FetchLimits, si
   }
   const literal = url.hostname.replace(/^\[|\]$/g, '');
   if (isIP(literal) && !limits.allowPrivateNetworks && isSpecialAddress(literal)) {
-    throw new FetchError(Status.PERMISSION_DENIED, `${literal} is a loopback, private or link-local address; this server fetches from such networks only with assets.allowPrivateNetworks`);
+    throw privateAddressRefused(`${literal} is`);
   }
   const get = url.protocol === 'https:' ? https.get : http.get;
   return new Promise((resolve, reject) => {
@@ -128,14 +133,14 @@ export async function download(uri: string, opts: { headers: Record<string, stri
   }
   const path = join(limits.tmpDir, `asset-${randomUUID()}`);
   const hasher = opts.fn.hasher();
-  const sri = new Map<SriAlgorithm, Hash>(opts.sri.map((a) => [a, createHash(a)]));
+  const sri = sriHasher(opts.sri);
   let size = 0;
   const count = new Transform({
     transform(chunk: Buffer, _enc, done) {
       size += chunk.length;
       if (size > limits.maxBytes) return done(new FetchError(Status.RESOURCE_EXHAUSTED, `${url.href} is more than ${limits.maxBytes} bytes (assets.maxBytes)`));
       hasher.update(chunk);
-      for (const h of sri.values()) h.update(chunk);
+      sri.update(chunk);
       done(null, chunk);
     },
   });
@@ -149,7 +154,7 @@ export async function download(uri: string, opts: { headers: Record<string, stri
   return {
     path,
     digest: { hash: hasher.hex(), size_bytes: size },
-    sri: new Map([...sri].map(([a, h]) => [a, h.digest('base64')])),
+    sri: sri.digests(),
     discard: () => rm(path, { force: true }),
   };
 }

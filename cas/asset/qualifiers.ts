@@ -8,6 +8,7 @@
 //   bazel.auth_headers     Bazel's JSON {uri: {header: [values]}} credentials
 //
 // Anything else is refused with INVALID_ARGUMENT and a BadRequest detail, as the API requires.
+import { createHash, type Hash } from 'node:crypto';
 import { ReapiError, Status } from '../../common/errors.ts';
 import { packAny } from '../../protos/index.ts';
 
@@ -32,6 +33,17 @@ export interface AssetQualifiers {
   headersFor(index: number, uri: string): Record<string, string>;
   /** The qualifiers that name the content, sorted: with the URI, the key of a stored asset. */
   identity: Qualifier[];
+}
+
+/** Hashes content with the SRI algorithms named, for checking it against checksum.sri. */
+export function sriHasher(algorithms: readonly SriAlgorithm[]): { update(chunk: Buffer): void; digests(): Map<SriAlgorithm, string> } {
+  const hashes = new Map<SriAlgorithm, Hash>(algorithms.map((a) => [a, createHash(a)]));
+  return {
+    update: (chunk) => {
+      for (const h of hashes.values()) h.update(chunk);
+    },
+    digests: () => new Map([...hashes].map(([a, h]) => [a, h.digest('base64')])),
+  };
 }
 
 function badQualifier(name: string, why: string): ReapiError {

@@ -12,7 +12,7 @@ import { startFleet, type Fleet } from '../support/fleet.ts';
 import { redisSkip } from '../support/redis.ts';
 import { cargoSkip, copyWorkspace, crates, GRAPH_BUILD_SCRIPTS, GRAPH_WORKSPACE, reapiCargo, runProcess, rustupToolchain } from './cargo.ts';
 
-const toolchain = rustupToolchain();
+const toolchain = await rustupToolchain();
 const skip = cargoSkip() || (!toolchain && 'no rustup toolchain of another release than Debian rustc is installed');
 
 describe('reapi cargo with a rustup toolchain', { skip }, () => {

@@ -3,10 +3,11 @@
 // and `reapi cargo` runs with their output and `--summary-json`.
 import { execFileSync, spawn } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { defaultToolchainDirs, discoverToolchains } from '../../worker/runners/rust-toolchains.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO = resolve(HERE, '../..');
@@ -123,32 +124,11 @@ export async function reapiCargo(
  * A rustup toolchain (the usual Rust setup) whose rustc is another release than Debian's, so a
  * test can tell which one a build script got: its directory, cargo, rustc and release.
  */
-export function rustupToolchain(): { dir: string; cargo: string; rustc: string; release: string } | undefined {
-  const home = process.env.RUSTUP_HOME ?? join(process.env.HOME ?? '/root', '.rustup');
-  const debian = existsSync(RUSTC) ? releaseOf(RUSTC) : undefined;
-  let names: string[] = [];
-  try {
-    names = readdirSync(join(home, 'toolchains')).sort((a, b) => Number(b.startsWith('stable')) - Number(a.startsWith('stable')));
-  } catch {
-    return undefined;
-  }
-  for (const name of names) {
-    const dir = join(home, 'toolchains', name);
-    const rustc = join(dir, 'bin', 'rustc');
-    const cargo = join(dir, 'bin', 'cargo');
-    if (!existsSync(rustc) || !existsSync(cargo)) continue;
-    const release = releaseOf(rustc);
-    if (release && release !== debian) return { dir, cargo, rustc, release };
-  }
-  return undefined;
-}
-
-function releaseOf(rustc: string): string | undefined {
-  try {
-    return /^release: (\S+)$/m.exec(execFileSync(rustc, ['-vV'], { encoding: 'utf8' }))?.[1];
-  } catch {
-    return undefined;
-  }
+export async function rustupToolchain(): Promise<{ dir: string; cargo: string; rustc: string; release: string } | undefined> {
+  // As workers find them (Debian's first: a rustup toolchain of the same release is left out).
+  const found = (await discoverToolchains(await defaultToolchainDirs())).filter((t) => !t.system && existsSync(join(t.dir, 'bin', 'cargo')));
+  const t = found.find((x) => basename(x.dir).startsWith('stable')) ?? found[0];
+  return t && { dir: t.dir, cargo: join(t.dir, 'bin', 'cargo'), rustc: join(t.dir, 'bin', 'rustc'), release: t.release };
 }
 
 /** Crate names of the records, sorted. */

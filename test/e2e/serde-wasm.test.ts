@@ -5,12 +5,12 @@
 // `reapi cargo` (the persistent expander) and passes its serde_test and serde_json tests.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { findToolchain } from '../../clients/macro-build.ts';
+import { findToolchain, offlineCargoHome } from '../../clients/macro-build.ts';
 import { expand } from '../../clients/expand-client.ts';
 import { connectExec, type ExecClients } from '../../clients/remote-execution.ts';
 import { GUEST, REPO, expandNatively, guestArtifacts, type GuestArtifacts } from '../support/guest-build.ts';
@@ -87,11 +87,7 @@ describe('serde_derive as a wasm macro', { skip }, () => {
     await mkdir(wasmDir, { recursive: true });
     await copyFile(g.serde.wasmPath, join(wasmDir, 'serde.wasm'));
     const cargoHome = join(scratch, 'cargo-home');
-    await mkdir(cargoHome, { recursive: true });
-    await writeFile(
-      join(cargoHome, 'config.toml'),
-      '[source.crates-io]\nreplace-with = "debian"\n[source.debian]\ndirectory = "/usr/share/cargo/registry"\n[net]\noffline = true\n',
-    );
+    await offlineCargoHome(cargoHome);
     const tc = await findToolchain();
     const env = {
       ...process.env,

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { findToolchain } from '../../clients/macro-build.ts';
+import { findToolchain, offlineCargoHome } from '../../clients/macro-build.ts';
 import { GUEST, REPO, expandNatively, guestArtifacts, type GuestArtifacts } from '../support/guest-build.ts';
 import { httpGet, metricValue, startReapi, type ReapiProcess } from '../support/reapi-process.ts';
 import { sandboxSkip } from '../support/sandbox.ts';
@@ -152,12 +152,8 @@ describe('wasm proc macros end to end', { skip }, () => {
     await copyFile(g.describe.wasmPath, join(wasmDir, 'describe.wasm'));
     await copyFile(g.trace.wasmPath, join(wasmDir, 'trace.wasm'));
     const cargoHome = join(scratch, 'cargo-home');
-    await mkdir(cargoHome, { recursive: true });
     // The shim workspace also holds serde-app (Debian's serde sources, offline).
-    await writeFile(
-      join(cargoHome, 'config.toml'),
-      '[source.crates-io]\nreplace-with = "debian"\n[source.debian]\ndirectory = "/usr/share/cargo/registry"\n[net]\noffline = true\n',
-    );
+    await offlineCargoHome(cargoHome);
     const tc = await findToolchain();
     const executedBefore = metricValue(await httpGet(serve.httpPort, '/metrics'), 'reapi_actions_executed_total{outcome="success"}');
     const targetDir = join(scratch, 'shim-target');

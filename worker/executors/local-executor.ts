@@ -9,6 +9,7 @@ import type { BlobStore } from '../../cas/blob-store.ts';
 import type { Config } from '../../common/config.ts';
 import { ReapiError, Status } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
+import { toTimestamp } from '../../common/proto-time.ts';
 import type { Command } from '../../execution/action-loader.ts';
 import type { PlatformProperties } from '../../execution/job-queue.ts';
 import { satisfies } from '../../execution/platform.ts';
@@ -36,8 +37,6 @@ export interface LocalExecutorDeps {
   variationSupport: VariationSupport;
 }
 
-type Timestamp = { seconds: number; nanos: number };
-const timestamp = (ms: number): Timestamp => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
 
 export function limitsFor(config: Config, platform: PlatformProperties): ResourceLimits {
   const base = config.worker.limits;
@@ -127,15 +126,15 @@ export class LocalExecutor implements RunExecutor {
         ...std,
         execution_metadata: {
           worker: deps.workerName,
-          queued_timestamp: timestamp(ctx.queuedAt ?? workerStart),
-          worker_start_timestamp: timestamp(workerStart),
-          input_fetch_start_timestamp: timestamp(workerStart),
-          input_fetch_completed_timestamp: timestamp(fetchEnd),
-          execution_start_timestamp: timestamp(outcome.startedAt.getTime()),
-          execution_completed_timestamp: timestamp(outcome.completedAt.getTime()),
-          output_upload_start_timestamp: timestamp(execEnd),
-          output_upload_completed_timestamp: timestamp(uploadEnd),
-          worker_completed_timestamp: timestamp(Date.now()),
+          queued_timestamp: toTimestamp(ctx.queuedAt ?? workerStart),
+          worker_start_timestamp: toTimestamp(workerStart),
+          input_fetch_start_timestamp: toTimestamp(workerStart),
+          input_fetch_completed_timestamp: toTimestamp(fetchEnd),
+          execution_start_timestamp: toTimestamp(outcome.startedAt.getTime()),
+          execution_completed_timestamp: toTimestamp(outcome.completedAt.getTime()),
+          output_upload_start_timestamp: toTimestamp(execEnd),
+          output_upload_completed_timestamp: toTimestamp(uploadEnd),
+          worker_completed_timestamp: toTimestamp(Date.now()),
           auxiliary_metadata: [
             packAny('ResourceUsage', {
               user_cpu_ms: outcome.usage.userCpuMs,
